@@ -1,0 +1,213 @@
+"""The `robustlth` command. Each subcommand is a small function over the library; bad input exits 2 with
+one clear line."""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+from . import __version__
+from .config import (AttackConfig, ConfigError, DataConfig, ModelConfig, TrainConfig, add_config_args,
+                     config_from_args, config_hash, load_yaml)
+
+
+class UsageError(ValueError):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, not usage + traceback
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="YAML file with sections data/model/train/attack/...; flags override it")
+    p.add_argument("--out", default="runs", help="root folder for run directories (default: runs)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
+
+def _setup(args):
+    import torch
+    from .device import resolve_device
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
+    return resolve_device(args.device)
+
+
+def _sections(args) -> dict:
+    return load_yaml(args.config) if getattr(args, "config", None) else {}
+
+
+def _file_sha(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------------------------------------------
+def cmd_models(args) -> int:
+    from .models import build_model, count_parameters, model_names
+    names = args.names or model_names()
+    print(f"{'model':<16}{'parameters':>14}  (width {args.width:g})")
+    for name in names:
+        n = count_parameters(build_model(name, args.width))
+        print(f"{name:<16}{n:>14,}  {n / 1e6:7.2f} M")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------------
+def _load_ticket_for_training(args, model_cfg: ModelConfig, model_given: bool):
+    from .pruning.ticket import load_ticket
+    ticket = load_ticket(args.mask)
+    meta = ticket.meta
+    if model_given and (model_cfg.model, model_cfg.width) != (meta["model"], meta["width"]):
+        raise UsageError(f"--mask {args.mask} is a ticket for {meta['model']} at width {meta['width']}, "
+                         f"not {model_cfg.model} at width {model_cfg.width}")
+    return ticket, ModelConfig(model=meta["model"], width=meta["width"])
+
+
+def cmd_train(args) -> int:
+    from .data import load_dataset
+    from .models import build_model
+    from .runs import RunDir
+    from .training import train
+    device = _setup(args)
+    sec = _sections(args)
+    data_cfg = config_from_args(DataConfig, args, sec.get("data"))
+    model_cfg = config_from_args(ModelConfig, args, sec.get("model"))
+    attack_cfg = config_from_args(AttackConfig, args, sec.get("attack"))
+    train_cfg = config_from_args(TrainConfig, args, sec.get("train"))
+    ticket, mask_id = None, None
+    if args.mask:
+        model_given = "model" in vars(args) or "width" in vars(args) or "model" in sec
+        ticket, model_cfg = _load_ticket_for_training(args, model_cfg, model_given)
+        from .pruning.finder import retrain_schedule
+        train_cfg = retrain_schedule(train_cfg, ticket.meta, explicit=set(vars(args)) | set(sec.get("train", {})))
+        mask_id = _file_sha(args.mask)
+    config = {"data": data_cfg.to_dict(), "model": model_cfg.to_dict(), "train": train_cfg.to_dict(),
+              "attack": attack_cfg.to_dict(), "mask": str(args.mask) if args.mask else None}
+    run_hash = config_hash("train", {"data": data_cfg, "model": model_cfg, "train": train_cfg, "attack": attack_cfg,
+                                     "mask": mask_id})
+    data = load_dataset(data_cfg)
+    run = RunDir.create(args.out, "train", run_hash, config, device, train_cfg.seed)
+    _say(f"run directory: {run.path}")
+    from .training import seed_everything
+    seed_everything(train_cfg.seed)
+    model = build_model(model_cfg.model, model_cfg.width)
+    mask = None
+    if ticket is not None:
+        model.load_state_dict(ticket.state_dict)
+        mask = ticket.full_mask(model)
+    result = train(model, data, train_cfg, attack_cfg, device, run=run, mask=mask, augment=data_cfg.augment,
+                   progress=args.progress, log=_say)
+    run.write_json("results.json", {"final": result.final, "train_time": result.train_time,
+                                    "eval_time": result.eval_time, "stopped": result.stopped,
+                                    "eval_split": result.eval_split, "history": result.history})
+    print(json.dumps({"run_dir": str(run.path), **result.final}))
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------------
+def _load_run_model(path: Path, device):
+    """A trained model from a run directory (or its checkpoint.pt), with the run's configs."""
+    import torch
+    from .models import build_model
+    path = Path(path)
+    run_dir = path if path.is_dir() else path.parent
+    ckpt_file = path if path.is_file() else path / "checkpoint.pt"
+    if not ckpt_file.exists() or not (run_dir / "config.yaml").exists():
+        raise UsageError(f"{path} is not a run directory (or its checkpoint.pt) with config.yaml and checkpoint.pt")
+    sec = load_yaml(run_dir / "config.yaml")
+    model_cfg = ModelConfig.from_dict(sec["model"])
+    model = build_model(model_cfg.model, model_cfg.width).to(device)
+    try:
+        ckpt = torch.load(ckpt_file, map_location=device, weights_only=False)
+        model.load_state_dict(ckpt["model"])
+    except Exception as e:
+        raise UsageError(f"{ckpt_file} could not be loaded as a {model_cfg.model} checkpoint ({e})") from None
+    return model.eval(), sec, run_dir
+
+
+def cmd_eval(args) -> int:
+    from .data import as_float, load_dataset
+    from .evaluate import evaluate_robustness, validate_attack_names
+    from .runs import atomic_write_json, environment
+    device = _setup(args)
+    attacks = validate_attack_names(args.attacks.split(","), args.eps)
+    model, sec, run_dir = _load_run_model(args.checkpoint, device)
+    data_cfg = DataConfig.from_dict(sec["data"])
+    if args.data:
+        data_cfg = data_cfg.replace(data=args.data)
+    data = load_dataset(data_cfg.replace(n_test=None))
+    if args.n > len(data.test):
+        raise UsageError(f"--n {args.n} but the test set of {data_cfg.data} has {len(data.test)} images")
+    x, y = as_float(data.test, device, args.n)
+    result = evaluate_robustness(model, x, y, attacks, eps=args.eps, batch_size=args.batch_size, seed=args.seed,
+                                 independent=args.independent, log=_say)
+    result.update(checkpoint=str(args.checkpoint), data=data_cfg.data, env=environment(device))
+    out = Path(args.output) if args.output else run_dir / f"eval_{'-'.join(attacks)}_n{args.n}.json"
+    atomic_write_json(out, result)
+    _say(f"wrote {out}")
+    print(json.dumps({k: result[k] for k in ("n", "clean", "worst_case")} |
+                     {a["name"]: a["robust_after"] for a in result["attacks"]}))
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="robustlth", description="Boosting lottery tickets for cheaper adversarial training.")
+    parser.add_argument("--version", action="version", version=f"robustlth {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("models", help="list the model registry with parameter counts")
+    p.add_argument("names", nargs="*", help="models to list (default: all)")
+    p.add_argument("--width", type=float, default=1.0, help="width multiplier (default: 1)")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("train", help="train a model (natural or adversarial, dense or with --mask TICKET)")
+    _common(p)
+    p.add_argument("--mask", type=Path, help="ticket file from find-ticket: train that sparse subnetwork from its "
+                                             "stored initial weights")
+    for cls in (DataConfig, ModelConfig, TrainConfig, AttackConfig):
+        add_config_args(p, cls)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a trained checkpoint against attacks")
+    p.add_argument("--checkpoint", type=Path, required=True, help="run directory or its checkpoint.pt")
+    p.add_argument("--attacks", default="pgd20,pgd100,cw,autoattack",
+                   help="comma-separated: fgsm, pgdK[xR], cw[K][xR], autoattack, ta-NAME (default: %(default)s)")
+    p.add_argument("--n", type=int, default=1000, help="number of test images (default: 1000)")
+    p.add_argument("--eps", type=float, default=8 / 255, help="L-inf budget (default: 8/255)")
+    p.add_argument("--data", help="override the run's data source")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--independent", action="store_true",
+                   help="run every attack on all clean-correct points (default: only on points still robust)")
+    p.add_argument("--output", help="result JSON path (default: inside the run directory)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int)
+    p.set_defaults(func=cmd_eval)
+
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from .data import DataError
+    from .training import TrainingError
+    try:
+        return args.func(args)
+    except (ConfigError, DataError, UsageError, TrainingError, ValueError, FileNotFoundError) as e:
+        print(f"robustlth {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"robustlth {args.command}: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130

@@ -1,0 +1,292 @@
+"""Typed hyperparameters.
+
+Each group of hyperparameters is a frozen dataclass validated on construction. The same field
+definitions drive YAML loading/saving, command-line flags and run hashing, so a new field is added in
+exactly one place.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Optional, Tuple
+
+import yaml
+
+# Bump when the meaning of a hyperparameter changes, so old run directories are not reused by mistake.
+SCHEMA_VERSION = 1
+
+
+class ConfigError(ValueError):
+    """A hyperparameter has a value that is not allowed; the message names the field."""
+
+
+def _check(cond: bool, name: str, value: Any, allowed: str) -> None:
+    if not cond:
+        raise ConfigError(f"invalid {name}={value!r}: expected {allowed}")
+
+
+def _choice(name: str, value: Any, options: typing.Iterable[str]) -> None:
+    options = list(options)
+    _check(value in options, name, value, "one of " + ", ".join(options))
+
+
+@dataclass(frozen=True)
+class Config:
+    """Base class: validation hook, dict/YAML conversion, non-default view for hashing."""
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, list):  # YAML gives lists; keep the dataclass hashable
+                object.__setattr__(self, f.name, tuple(value))
+        self.validate()
+
+    def validate(self) -> None:  # overridden
+        pass
+
+    def to_dict(self) -> dict:
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+
+    def non_default(self) -> dict:
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value != _default(f):
+                out[f.name] = _plain(value)
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Optional[dict]):
+        d = dict(d or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown field(s) {', '.join(unknown)} for {cls.__name__}; known: {', '.join(sorted(known))}")
+        return cls(**d)
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    return dataclasses.MISSING
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, Config):
+        return value.to_dict()
+    return value
+
+
+# ----------------------------------------------------------------------------------------------------
+# The hyperparameter groups.
+
+DATA_HELP = ("cifar10 (torchvision download to $ROBUSTLTH_DATA or ~/.cache/robustlth), npz:PATH "
+             "(uint8 NHWC arrays x_train,y_train,x_test,y_test), cifar10-jpeg:PATH (JPEG-bytes copy), "
+             "or synthetic")
+
+
+@dataclass(frozen=True)
+class DataConfig(Config):
+    data: str = field(default="cifar10", metadata={"help": DATA_HELP})
+    n_train: Optional[int] = field(default=None, metadata={"help": "class-balanced subset of the training images"})
+    n_test: Optional[int] = field(default=None, metadata={"help": "class-balanced subset of the test images"})
+    val_size: int = field(default=0, metadata={"help": "images held out from train as a validation split"})
+    data_seed: int = field(default=0, metadata={"help": "seed for subsetting and the validation split"})
+    augment: bool = field(default=True, metadata={"help": "random crop (pad 4) and horizontal flip"})
+
+    def validate(self) -> None:
+        src = self.data
+        ok = src in ("cifar10", "synthetic") or (src.startswith(("npz:", "cifar10-jpeg:")) and ":" in src
+                                                  and len(src.split(":", 1)[1]) > 0)
+        _check(ok, "data", src, "cifar10, synthetic, npz:PATH or cifar10-jpeg:PATH")
+        for name in ("n_train", "n_test"):
+            v = getattr(self, name)
+            _check(v is None or (isinstance(v, int) and v > 0), name, v, "a positive integer or none")
+        _check(isinstance(self.val_size, int) and self.val_size >= 0, "val_size", self.val_size, "an integer >= 0")
+
+
+@dataclass(frozen=True)
+class ModelConfig(Config):
+    model: str = field(default="vgg16", metadata={"help": "architecture name (see `robustlth models`)"})
+    width: float = field(default=1.0, metadata={"help": "width multiplier for capacity ablations"})
+
+    def validate(self) -> None:
+        from .models import check_model_name
+        check_model_name(self.model)
+        _check(self.width > 0, "width", self.width, "a positive number")
+
+
+ATTACK_MODES = ("none", "fgsm", "fgsm_rs", "nfgsm", "pgd")
+PRECISIONS = ("fp32", "bf16", "fp16")
+SCHEDULES = ("constant", "step", "onecycle")
+
+
+@dataclass(frozen=True)
+class AttackConfig(Config):
+    """The attack used to generate training examples (none = natural training)."""
+    attack: str = field(default="none", metadata={"help": "training attack: " + ", ".join(ATTACK_MODES)})
+    eps: float = field(default=8 / 255, metadata={"help": "L-inf pixel budget on [0,1] inputs"})
+    attack_steps: int = field(default=10, metadata={"help": "PGD steps"})
+    attack_step_size: Optional[float] = field(
+        default=None, metadata={"help": "step size; none = method default (pgd eps/4, fgsm eps, "
+                                        "fgsm_rs 1.25 eps, nfgsm eps)"})
+    attack_model_mode: str = field(default="train", metadata={"help": "model mode while generating: train or eval"})
+
+    def validate(self) -> None:
+        _choice("attack", self.attack, ATTACK_MODES)
+        _check(0.0 <= self.eps <= 1.0, "eps", self.eps, "a pixel budget in [0, 1]")
+        _check(isinstance(self.attack_steps, int) and self.attack_steps >= 1, "attack_steps", self.attack_steps,
+               "an integer >= 1")
+        _check(self.attack_step_size is None or self.attack_step_size > 0, "attack_step_size",
+               self.attack_step_size, "a positive number or none")
+        _choice("attack_model_mode", self.attack_model_mode, ("train", "eval"))
+
+
+@dataclass(frozen=True)
+class TrainConfig(Config):
+    epochs: int = field(default=10, metadata={"help": "epoch budget"})
+    batch_size: int = 128
+    lr: float = field(default=0.1, metadata={"help": "peak learning rate"})
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    schedule: str = field(default="step", metadata={"help": "constant, step (x gamma at milestones) or onecycle"})
+    milestones: Tuple[float, ...] = field(default=(0.5, 0.75), metadata={"help": "LR drops as fractions of the budget"})
+    gamma: float = 0.1
+    warmup_epochs: float = field(default=0, metadata={"help": "linear warm-up from warmup_start_lr to lr"})
+    warmup_start_lr: float = 0.0
+    eval_n: int = field(default=512, metadata={"help": "images in the fixed per-epoch evaluation subset"})
+    eval_steps: int = field(default=20, metadata={"help": "PGD steps of the per-epoch robust evaluation (0: off)"})
+    guard: bool = field(default=True, metadata={"help": "catastrophic-overfitting guard for single-step modes"})
+    precision: str = field(default="fp32", metadata={"help": "fp32, bf16 or fp16 autocast"})
+    channels_last: bool = False
+    compile: bool = field(default=False, metadata={"help": "torch.compile the model"})
+    seed: int = field(default=0, metadata={"help": "seed for initialisation, batch order and attack noise"})
+
+    def validate(self) -> None:
+        _check(isinstance(self.epochs, int) and self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
+        _check(isinstance(self.batch_size, int) and self.batch_size >= 1, "batch_size", self.batch_size,
+               "an integer >= 1")
+        _check(self.lr > 0, "lr", self.lr, "a positive learning rate")
+        _check(0 <= self.momentum < 1, "momentum", self.momentum, "a number in [0, 1)")
+        _check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "a number >= 0")
+        _choice("schedule", self.schedule, SCHEDULES)
+        _check(all(0 < m < 1 for m in self.milestones) and list(self.milestones) == sorted(self.milestones),
+               "milestones", self.milestones, "increasing fractions of the budget in (0, 1)")
+        _check(0 < self.gamma <= 1, "gamma", self.gamma, "a number in (0, 1]")
+        _check(self.warmup_epochs >= 0, "warmup_epochs", self.warmup_epochs, "a number >= 0")
+        _check(self.warmup_start_lr >= 0, "warmup_start_lr", self.warmup_start_lr, "a number >= 0")
+        _check(self.eval_n >= 1, "eval_n", self.eval_n, "an integer >= 1")
+        _check(self.eval_steps >= 0, "eval_steps", self.eval_steps, "an integer >= 0")
+        _choice("precision", self.precision, PRECISIONS)
+
+
+# ----------------------------------------------------------------------------------------------------
+# YAML and command-line mapping.
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        d = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+    if not isinstance(d, dict):
+        raise ConfigError(f"config file {path} must hold a mapping, got {type(d).__name__}")
+    return d
+
+
+def dump_yaml(d: dict) -> str:
+    return yaml.safe_dump(d, sort_keys=False)
+
+
+def _base_type(tp: Any) -> tuple[Any, bool]:
+    """(element type, is_optional) for the annotation kinds the configs use."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _base_type(args[0])[0], True
+    return tp, False
+
+
+def _parser_for(tp: Any, name: str):
+    base, optional = _base_type(tp)
+    origin = typing.get_origin(base)
+
+    def parse(text: str):
+        if optional and text.lower() in ("none", "null", ""):
+            return None
+        try:
+            if origin in (tuple, typing.Tuple):
+                elem = typing.get_args(base)[0]
+                return tuple(elem(t) for t in text.split(",") if t.strip())
+            return base(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid {name} value {text!r}") from None
+    return parse
+
+
+def flag_name(prefix: str, name: str) -> str:
+    return "--" + (prefix + name).replace("_", "-")
+
+
+def add_config_args(parser: argparse.ArgumentParser, cls: type[Config], prefix: str = "",
+                    title: Optional[str] = None) -> None:
+    """Add one flag per field of `cls`; flags default to 'not given' so YAML values survive."""
+    group = parser.add_argument_group(title or cls.__name__)
+    hints = typing.get_type_hints(cls)
+    for f in fields(cls):
+        tp = hints[f.name]
+        default = _default(f)
+        help_text = f.metadata.get("help", "")
+        help_text = f"{help_text} (default: {_plain(default)})".strip()
+        dest = prefix.replace("-", "_") + f.name
+        if tp is bool:
+            group.add_argument(flag_name(prefix, f.name), dest=dest, action=argparse.BooleanOptionalAction,
+                               default=argparse.SUPPRESS, help=help_text)
+        else:
+            group.add_argument(flag_name(prefix, f.name), dest=dest, type=_parser_for(tp, f.name),
+                               default=argparse.SUPPRESS, metavar=f.name.upper(), help=help_text)
+
+
+def config_from_args(cls: type[Config], args: argparse.Namespace, base: Optional[dict] = None,
+                     prefix: str = ""):
+    """Build `cls` from YAML values (`base`) overridden by the flags actually given."""
+    values = dict(base or {})
+    given = vars(args)
+    for f in fields(cls):
+        dest = prefix.replace("-", "_") + f.name
+        if dest in given:
+            values[f.name] = given[dest]
+    return cls.from_dict(values)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Hashing.
+
+def config_hash(kind: str, sections: dict[str, Any]) -> str:
+    """Stable short hash of the non-default hyperparameters of a run (plus schema version).
+
+    `sections` maps a name to a Config (only its non-default fields count) or to a plain JSON value.
+    """
+    payload: dict[str, Any] = {"kind": kind, "schema": SCHEMA_VERSION}
+    for name in sorted(sections):
+        value = sections[name]
+        value = value.non_default() if isinstance(value, Config) else value
+        if value not in ({}, None):
+            payload[name] = value
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]

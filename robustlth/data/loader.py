@@ -1,0 +1,74 @@
+"""Device-resident batch loaders.
+
+The uint8 images are moved to the device once. Each epoch draws its permutation, crop offsets and flips
+from a CPU generator seeded by (seed, epoch), so batches are identical on any device and a resumed run
+sees exactly the batches it would have seen. Crop and flip happen for a whole batch in one gather.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+
+from .sources import Split
+
+PAD = 4
+
+
+class TrainLoader:
+    """Shuffled, augmented batches of float images in [0, 1]."""
+
+    def __init__(self, split: Split, batch_size: int, device: torch.device, seed: int, augment: bool = True,
+                 memory_format: torch.memory_format = torch.contiguous_format):
+        if len(split) < 1:
+            raise ValueError("cannot build a loader over an empty split")
+        self.batch_size = min(batch_size, len(split))
+        self.device, self.seed, self.augment, self.memory_format = device, seed, augment, memory_format
+        x = split.x.to(device)
+        self.x = F.pad(x, (PAD, PAD, PAD, PAD)) if augment else x
+        self.y = split.y.to(device)
+        self.n = len(split)
+        self._arange = torch.arange(32, device=device)
+
+    def __len__(self) -> int:
+        return self.n // self.batch_size  # the last partial batch is dropped (BatchNorm needs > 1 image)
+
+    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        perm = torch.randperm(self.n, generator=g).to(self.device)
+        if self.augment:
+            shifts = torch.randint(0, 2 * PAD + 1, (self.n, 2), generator=g).to(self.device)
+            flips = (torch.rand(self.n, generator=g) < 0.5).to(self.device)
+        for b in range(len(self)):
+            idx = perm[b * self.batch_size:(b + 1) * self.batch_size]
+            if self.augment:
+                xb = self._crop_flip(idx, shifts[idx], flips[idx])
+            else:
+                xb = self.x[idx]
+            yield to_float(xb, self.memory_format), self.y[idx]
+
+    def _crop_flip(self, idx: torch.Tensor, shifts: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+        rows = shifts[:, 0:1] + self._arange  # (B, 32)
+        cols = shifts[:, 1:2] + torch.where(flips[:, None], 31 - self._arange, self._arange)
+        chans = torch.arange(3, device=self.device)
+        return self.x[idx[:, None, None, None], chans[None, :, None, None], rows[:, None, :, None],
+                      cols[:, None, None, :]]
+
+
+def to_float(x: torch.Tensor, memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
+    return x.to(memory_format=memory_format).float().div_(255)
+
+
+def eval_batches(split: Split, batch_size: int, device: torch.device,
+                 memory_format: torch.memory_format = torch.contiguous_format
+                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Batches in order, no augmentation."""
+    for i in range(0, len(split), batch_size):
+        yield to_float(split.x[i:i + batch_size].to(device), memory_format), split.y[i:i + batch_size].to(device)
+
+
+def as_float(split: Split, device: torch.device, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first `n` images of a split as one float tensor on the device (for fixed evaluation sets)."""
+    n = len(split) if n is None else min(n, len(split))
+    return to_float(split.x[:n].to(device)), split.y[:n].to(device)

@@ -1,0 +1,199 @@
+"""Robustness evaluation: clean accuracy, PGD/CW, AutoAttack (reference implementation), torchattacks.
+
+Robust accuracy is per-sample: a point counts as robust only if it is classified correctly on the clean
+input and under every attack run. By default each attack runs only on the points still robust (as
+AutoAttack does), so the cost falls as attacks succeed; `independent=True` runs every attack on all
+clean-correct points and also reports each attack's own accuracy, which enables more sanity checks.
+"""
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+import warnings
+from typing import Iterable, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .attacks import Attack, attack_from_spec
+from .device import autocast, synchronize
+
+DEFAULT_ATTACKS = ("pgd20", "pgd100", "cw", "autoattack")
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module):
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def check_inputs(x: torch.Tensor, y: torch.Tensor) -> None:
+    if x.ndim != 4 or x.shape[0] != y.shape[0]:
+        raise ValueError(f"expected images (N, C, H, W) and N labels, got {tuple(x.shape)} and {tuple(y.shape)}")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < 0 or hi > 1:
+        raise ValueError(f"inputs must lie in [0, 1] (normalisation belongs inside the model); got [{lo:.3f}, {hi:.3f}]")
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512,
+            precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
+    """(correct flags, summed cross-entropy) in eval mode."""
+    correct, loss = [], torch.zeros((), device=x.device)
+    with eval_mode(model), autocast(x.device, precision):
+        for i in range(0, x.shape[0], batch_size):
+            out = model(x[i:i + batch_size]).float()
+            correct.append(out.argmax(1) == y[i:i + batch_size])
+            loss += F.cross_entropy(out, y[i:i + batch_size], reduction="sum")
+    return torch.cat(correct), loss
+
+
+def robust_flags(model: nn.Module, attack: Attack, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512,
+                 generator: Optional[torch.Generator] = None, precision: str = "fp32") -> torch.Tensor:
+    """Per-sample flags: still classified correctly after `attack` (attack generated in eval mode)."""
+    flags = []
+    with eval_mode(model):
+        for i in range(0, x.shape[0], batch_size):
+            xb, yb = x[i:i + batch_size], y[i:i + batch_size]
+            with autocast(x.device, precision):
+                x_adv = attack(model, xb, yb, generator)
+                with torch.no_grad():
+                    flags.append(model(x_adv).argmax(1) == yb)
+    return torch.cat(flags) if flags else torch.zeros(0, dtype=torch.bool, device=x.device)
+
+
+def autoattack_flags(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int = 0,
+                     batch_size: int = 256) -> torch.Tensor:
+    """AutoAttack, standard version (APGD-CE, APGD-T, FAB-T, Square), reference implementation."""
+    from pyautoattack import AutoAttack
+    with eval_mode(model):
+        adversary = AutoAttack(model, eps=eps, norm="Linf", version="standard", seed=seed, device=x.device)
+        adversary.verbose = False
+        _, y_adv = adversary.run_standard_evaluation(x, y, batch_size=batch_size)
+    return y_adv.to(y.device) == y
+
+
+# torchattacks' L-inf attacks that take `eps` (available with the `attacks` extra).
+TORCHATTACKS_LINF = {"fgsm": "FGSM", "pgd": "PGD", "tpgd": "TPGD", "mifgsm": "MIFGSM", "difgsm": "DIFGSM",
+                     "eotpgd": "EOTPGD", "apgd": "APGD", "apgdt": "APGDT", "fab": "FAB", "square": "Square",
+                     "autoattack": "AutoAttack"}
+
+
+def torchattacks_flags(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
+                       batch_size: int = 256) -> torch.Tensor:
+    try:
+        import torchattacks
+    except ImportError:
+        raise ValueError(f"attack ta-{name} needs torchattacks: pip install 'robustlth[attacks]'") from None
+    if name not in TORCHATTACKS_LINF:
+        raise ValueError(f"unknown torchattacks attack ta-{name}: expected one of "
+                         + ", ".join("ta-" + k for k in TORCHATTACKS_LINF))
+    atk = getattr(torchattacks, TORCHATTACKS_LINF[name])(model, eps=eps)
+    flags = []
+    with eval_mode(model):
+        for i in range(0, x.shape[0], batch_size):
+            xb, yb = x[i:i + batch_size], y[i:i + batch_size]
+            x_adv = atk(xb, yb)
+            with torch.no_grad():
+                flags.append(model(x_adv).argmax(1) == yb)
+    return torch.cat(flags)
+
+
+def _attack_flags(spec: str, model, x, y, eps, batch_size, seed, precision) -> torch.Tensor:
+    if spec == "autoattack":
+        return autoattack_flags(model, x, y, eps, seed=seed, batch_size=batch_size)
+    if spec.startswith("ta-"):
+        return torchattacks_flags(spec[3:], model, x, y, eps, batch_size)
+    gen = torch.Generator(device=x.device).manual_seed(seed)
+    return robust_flags(model, attack_from_spec(spec, eps), x, y, batch_size, gen, precision)
+
+
+def validate_attack_names(names: Iterable[str], eps: float = 8 / 255) -> list[str]:
+    names = [n.strip() for n in names if n.strip()]
+    if not names:
+        raise ValueError("no attacks given: expected e.g. pgd20,pgd100,cw,autoattack")
+    for n in names:
+        if n == "autoattack":
+            continue
+        if n.startswith("ta-"):
+            if n[3:] not in TORCHATTACKS_LINF:
+                raise ValueError(f"unknown torchattacks attack {n}: expected one of "
+                                 + ", ".join("ta-" + k for k in TORCHATTACKS_LINF))
+            continue
+        attack_from_spec(n, eps)
+    return names
+
+
+def zero_gradient_fraction(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Fraction of points whose input gradient of the loss is exactly zero (a sign of gradient masking)."""
+    with eval_mode(model), torch.enable_grad():
+        x = x.clone().requires_grad_(True)
+        grad, = torch.autograd.grad(F.cross_entropy(model(x).float(), y, reduction="sum"), x)
+    return float((grad.flatten(1).abs().amax(1) == 0).float().mean())
+
+
+def _steps(spec: str) -> Optional[int]:
+    m = re.match(r"^pgd(\d+)", spec)
+    return int(m.group(1)) if m else None
+
+
+def sanity_warnings(clean: float, results: list[dict], zero_grad: float, n: int) -> list[str]:
+    """Signs of a broken evaluation, as readable sentences."""
+    out = []
+    if zero_grad > 0.1:
+        out.append(f"{zero_grad:.0%} of the evaluated points have an exactly zero input gradient: gradient "
+                   "masking or a broken model; gradient attacks will overestimate robustness")
+    own = {r["name"]: r["accuracy"] for r in results if r.get("accuracy") is not None}
+    pgds = sorted((s, a) for name, a in own.items() if (s := _steps(name)) is not None)
+    for (s1, a1), (s2, a2) in zip(pgds, pgds[1:]):
+        if s2 > s1 and a2 > a1 + 0.01:
+            out.append(f"PGD-{s2} accuracy {a2:.4f} is above PGD-{s1} accuracy {a1:.4f}: more steps should not "
+                       "help the defender; check step size and gradients")
+    if "fgsm" in own and pgds and own["fgsm"] < min(a for _, a in pgds) - 0.01:
+        out.append(f"FGSM accuracy {own['fgsm']:.4f} is below PGD accuracy {min(a for _, a in pgds):.4f}: a "
+                   "single step should not beat PGD; suspect gradient masking")
+    for r in results:
+        if n >= 100 and r.get("accuracy") is not None and clean > 0 and r["accuracy"] >= clean and r["name"] != "fgsm":
+            out.append(f"{r['name']} did not change a single prediction: the attack is not working")
+    return out
+
+
+def evaluate_robustness(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: Iterable[str],
+                        eps: float = 8 / 255, batch_size: int = 256, seed: int = 0, independent: bool = False,
+                        precision: str = "fp32", log=None) -> dict:
+    """Clean and robust accuracy per attack and per-sample worst case, with sanity warnings."""
+    attacks = validate_attack_names(attacks, eps)
+    check_inputs(x, y)
+    n = x.shape[0]
+    correct, _ = predict(model, x, y, batch_size, precision)
+    robust = correct.clone()
+    clean = float(correct.float().mean())
+    results = []
+    for spec in attacks:
+        pool = correct if independent else robust
+        idx = pool.nonzero().squeeze(1)
+        t0 = time.perf_counter()
+        flags = torch.zeros(n, dtype=torch.bool, device=x.device)
+        if idx.numel():
+            flags[idx] = _attack_flags(spec, model, x[idx], y[idx], eps, batch_size, seed, precision)
+        synchronize(x.device)
+        robust &= flags
+        r = {"name": spec, "robust_after": float(robust.float().mean()),
+             "accuracy": float(flags.float().mean()) if (independent or not results) else None,
+             "time_s": round(time.perf_counter() - t0, 3)}
+        results.append(r)
+        if log:
+            log(f"{spec}: robust after {r['robust_after']:.4f} ({r['time_s']:.1f} s)")
+    idx = correct.nonzero().squeeze(1)[:batch_size]
+    zero = zero_gradient_fraction(model, x[idx], y[idx]) if idx.numel() else 0.0
+    warns = sanity_warnings(clean, results, zero, n)
+    for w in warns:
+        warnings.warn(w, RuntimeWarning, stacklevel=2)
+    return {"n": n, "eps": eps, "clean": clean, "attacks": results, "worst_case": float(robust.float().mean()),
+            "independent": independent, "warnings": warns}

@@ -1,0 +1,28 @@
+"""Pieces shared by the architectures."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from ..data.sources import CIFAR10_MEAN, CIFAR10_STD
+
+
+def scaled(channels: int, width: float) -> int:
+    """Channel count under a width multiplier (at least one channel)."""
+    return max(1, int(round(channels * width)))
+
+
+class Normalized(nn.Module):
+    """Subtracts the dataset mean and divides by its std, then runs the network.
+
+    Keeping the normalisation inside the model means attacks and ε always live in [0, 1] pixel space.
+    """
+
+    def __init__(self, net: nn.Module, mean=CIFAR10_MEAN, std=CIFAR10_STD):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net((x - self.mean) / self.std)

@@ -1,0 +1,5 @@
+"""Training engine: schedules, sparse-mask enforcement, checkpointed adversarial training."""
+from .schedules import lr_at
+from .trainer import MaskEnforcer, TrainingError, TrainResult, load_weights, seed_everything, train
+
+__all__ = ["lr_at", "MaskEnforcer", "TrainingError", "TrainResult", "load_weights", "seed_everything", "train"]

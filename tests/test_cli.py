@@ -1,0 +1,69 @@
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from robustlth.cli import main
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "robustlth", *args], capture_output=True, text=True)
+
+
+def test_models_lists_counts():
+    r = run_cli("models")
+    assert r.returncode == 0
+    assert "11,173,962" in r.stdout and "46,160,474" in r.stdout and "resnet18" in r.stdout
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["train", "--model", "nosuch"], "available models are vgg11"),
+    (["train", "--lr", "-1"], "lr=-1.0"),
+    (["train", "--eps", "2"], "eps=2.0"),
+    (["train", "--data", "npz:/no/such.npz", "--model", "cnn6"], "/no/such.npz does not exist"),
+    (["train", "--epochs", "two"], "invalid epochs value 'two'"),
+    (["eval", "--checkpoint", "/no/run"], "not a run directory"),
+    (["eval", "--checkpoint", "/no/run", "--attacks", "pgdfoo"], "unknown attack 'pgdfoo'"),
+])
+def test_bad_input_is_one_clear_line(args, needle):
+    r = run_cli(*args)
+    assert r.returncode == 2
+    assert needle in r.stderr
+    assert "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_train_writes_run_directory(tmp_path, capsys):
+    rc = main(["train", "--model", "cnn6", "--width", "0.25", "--data", "synthetic", "--n-train", "300",
+               "--n-test", "100", "--epochs", "1", "--eval-n", "50", "--eval-steps", "2", "--batch-size", "64",
+               "--out", str(tmp_path), "--no-progress", "--device", "cpu"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    run = tmp_path / out["run_dir"].split("/")[-1]
+    for f in ("config.yaml", "env.json", "metrics.jsonl", "checkpoint.pt", "results.json"):
+        assert (run / f).exists(), f
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    assert cfg["model"]["model"] == "cnn6" and cfg["train"]["epochs"] == 1
+    env = json.loads((run / "env.json").read_text())
+    assert {"torch", "git_commit", "seed", "device"} <= set(env)
+    # Same config again: same directory, nothing retrained (the run is complete on disk).
+    rc = main(["train", "--model", "cnn6", "--width", "0.25", "--data", "synthetic", "--n-train", "300",
+               "--n-test", "100", "--epochs", "1", "--eval-n", "50", "--eval-steps", "2", "--batch-size", "64",
+               "--out", str(tmp_path), "--no-progress", "--device", "cpu"])
+    assert rc == 0 and len(list(tmp_path.iterdir())) == 1
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_train_from_yaml_with_flag_override(tmp_path):
+    cfgfile = tmp_path / "c.yaml"
+    cfgfile.write_text(yaml.safe_dump({"model": {"model": "cnn6", "width": 0.25},
+                                       "data": {"data": "synthetic", "n_train": 200, "n_test": 50},
+                                       "train": {"epochs": 1, "eval_n": 20, "eval_steps": 1, "batch_size": 50}}))
+    rc = main(["train", "--config", str(cfgfile), "--lr", "0.02", "--out", str(tmp_path / "runs"),
+               "--no-progress", "--device", "cpu"])
+    assert rc == 0
+    (run,) = (tmp_path / "runs").iterdir()
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    assert cfg["train"]["lr"] == 0.02 and cfg["train"]["epochs"] == 1 and cfg["model"]["width"] == 0.25
