@@ -108,12 +108,12 @@ class RunDir:
 
     def __init__(self, path: Path):
         self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
 
     @classmethod
     def create(cls, root: str | Path, kind: str, run_hash: str, config: dict,
                device: Optional[torch.device] = None, seed: Optional[int] = None) -> "RunDir":
         run = cls(Path(root) / f"{kind}_{run_hash}")
-        run.path.mkdir(parents=True, exist_ok=True)
         if not (run.path / "config.yaml").exists():
             atomic_write_text(run.path / "config.yaml", dump_yaml(config))
         env = environment(device)

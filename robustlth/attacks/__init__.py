@@ -48,10 +48,16 @@ class Attack:
                  generator: Optional[torch.Generator] = None) -> torch.Tensor:
         was_training = model.training
         model.train(self.model_mode == "train")
+        # Only input gradients are needed: freezing the weights lets autograd skip their backward work.
+        frozen = [p for p in model.parameters() if p.requires_grad]
+        for p in frozen:
+            p.requires_grad_(False)
         try:
             with torch.enable_grad():
                 return self.perturb(model, x, y, generator).detach()
         finally:
+            for p in frozen:
+                p.requires_grad_(True)
             model.train(was_training)
 
     def perturb(self, model, x, y, generator):  # pragma: no cover - abstract

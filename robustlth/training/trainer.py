@@ -108,6 +108,35 @@ class MaskEnforcer:
             torch._foreach_mul_(grads, masks)
 
 
+def make_step(model: nn.Module, opt: torch.optim.Optimizer, attack, enforcer: MaskEnforcer, device: torch.device,
+              precision: str = "fp32", scaler=None) -> Callable:
+    """One optimisation step on a batch (adversarial when `attack` is given): the product's hot path.
+
+    No host synchronisation: the loss and logits come back as device tensors.
+    """
+    def step(x: torch.Tensor, y: torch.Tensor):
+        with autocast(device, precision):
+            if attack is not None:
+                x = attack(model, x, y)
+            out = model(x)
+            loss = F.cross_entropy(out.float(), y)
+        opt.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
+        else:
+            loss.backward()
+        enforcer.apply_to_grads()
+        if scaler is not None:
+            scaler.step(opt)
+            scaler.update()
+        else:
+            opt.step()
+        enforcer.apply_to_weights()
+        return loss.detach(), out.detach()
+    return step
+
+
 def _state_copy(model: nn.Module) -> dict:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
@@ -128,6 +157,7 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, attack_cfg: AttackC
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     scaler = torch.amp.GradScaler(device.type) if (cfg.precision == "fp16" and device.type == "cuda") else None
 
+    step = make_step(step_model, opt, attack, enforcer, device, cfg.precision, scaler)
     loader = TrainLoader(data.train, cfg.batch_size, device, cfg.seed, augment, fmt)
     ipe = len(loader)
     eval_split = "val" if data.val is not None else "test"
@@ -189,26 +219,9 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, attack_cfg: AttackC
             lr = lr_at(cfg, it, ipe)
             for group in opt.param_groups:
                 group["lr"] = lr
-            with autocast(device, cfg.precision):
-                if attack is not None:
-                    x = attack(step_model, x, y)
-                out = step_model(x)
-                loss = F.cross_entropy(out.float(), y)
-            opt.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.unscale_(opt)
-            else:
-                loss.backward()
-            enforcer.apply_to_grads()
-            if scaler is not None:
-                scaler.step(opt)
-                scaler.update()
-            else:
-                opt.step()
-            enforcer.apply_to_weights()
-            loss_sum += loss.detach() * y.shape[0]
-            correct += (out.detach().argmax(1) == y).sum()
+            loss, out = step(x, y)
+            loss_sum += loss * y.shape[0]
+            correct += (out.argmax(1) == y).sum()
             seen += y.shape[0]
             if rewind_iteration is not None and rewind_state is None and it + 1 == rewind_iteration:
                 rewind_state = _state_copy(model)
@@ -276,4 +289,4 @@ def load_weights(model: nn.Module, run: RunDir, device: torch.device) -> None:
     model.load_state_dict(ckpt["model"])
 
 
-__all__ = ["train", "TrainResult", "TrainingError", "MaskEnforcer", "seed_everything", "lr_at"]
+__all__ = ["train", "TrainResult", "TrainingError", "MaskEnforcer", "seed_everything", "lr_at", "make_step"]

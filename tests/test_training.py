@@ -1,0 +1,134 @@
+import pytest
+import torch
+
+from robustlth.config import AttackConfig, DataConfig, TrainConfig
+from robustlth.data import TrainLoader, load_dataset
+from robustlth.evaluate import predict, robust_flags
+from robustlth.attacks import FGSM, PGD
+from robustlth.models import build_model
+from robustlth.runs import RunDir
+from robustlth.training import lr_at, train
+from robustlth.training import trainer as trainer_mod
+
+CPU = torch.device("cpu")
+SMALL = dict(batch_size=50, eval_n=100, eval_steps=5)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_dataset(DataConfig(data="synthetic", n_train=1000, n_test=200))
+
+
+def _model(seed=0):
+    torch.manual_seed(seed)
+    return build_model("cnn6", 0.5)
+
+
+def test_lr_schedules():
+    step = TrainConfig(epochs=10, lr=0.1, milestones=(0.5, 0.75))
+    assert lr_at(step, 0, 10) == pytest.approx(0.1)
+    assert lr_at(step, 49, 10) == pytest.approx(0.1)
+    assert lr_at(step, 50, 10) == pytest.approx(0.01)
+    assert lr_at(step, 75, 10) == pytest.approx(0.001)
+    warm = TrainConfig(epochs=20, lr=0.1, warmup_epochs=10, warmup_start_lr=0.01)
+    assert lr_at(warm, 0, 10) == pytest.approx(0.01)
+    assert lr_at(warm, 50, 10) == pytest.approx(0.055)
+    assert lr_at(warm, 100, 10) == pytest.approx(0.01)  # warm-up done, first milestone (50 %) reached
+    one = TrainConfig(epochs=10, lr=0.2, schedule="onecycle")
+    assert lr_at(one, 0, 10) == 0 and lr_at(one, 40, 10) == pytest.approx(0.2) and lr_at(one, 70, 10) == pytest.approx(0.1)
+    assert lr_at(TrainConfig(schedule="constant", lr=0.05), 999, 10) == 0.05
+
+
+def test_pgd_is_at_least_as_strong_as_fgsm_on_trained_model(data):
+    model = _model()
+    train(model, data, TrainConfig(epochs=2, lr=0.05, **SMALL), AttackConfig(attack="none"), CPU)
+    x, y = data.test.x[:200].float() / 255, data.test.y[:200]
+    g = torch.Generator().manual_seed(0)
+    fgsm = robust_flags(model, FGSM(8 / 255), x, y).float().mean()
+    pgd = robust_flags(model, PGD(8 / 255, steps=10), x, y, generator=g).float().mean()
+    clean = predict(model, x, y)[0].float().mean()
+    assert clean > 0.5
+    assert pgd <= fgsm <= clean
+    assert pgd < clean
+
+
+def test_one_epoch_of_pgd_at_beats_natural_training_under_attack(data):
+    cfg = TrainConfig(epochs=1, lr=0.05, schedule="constant", batch_size=50, eval_n=200, eval_steps=10)
+    natural = train(_model(), data, cfg, AttackConfig(attack="none"), CPU).final
+    adversarial = train(_model(), data, cfg, AttackConfig(attack="pgd", attack_steps=5), CPU).final
+    assert adversarial["eval_pgd"] > natural["eval_pgd"] + 0.1
+
+
+def test_masked_weights_stay_exactly_zero(data):
+    model = _model()
+    mask = {n: torch.rand_like(p) > 0.7 for n, p in model.named_parameters() if p.ndim > 1}
+    cfg = TrainConfig(epochs=1, lr=0.1, momentum=0.9, weight_decay=5e-4, **SMALL)
+    train(model, data, cfg, AttackConfig(attack="fgsm"), CPU, mask=mask)
+    params = dict(model.named_parameters())
+    for name, m in mask.items():
+        assert torch.all(params[name][~m] == 0), name
+        assert torch.any(params[name][m] != 0), name
+
+
+def test_mask_for_other_model_is_a_clear_error(data):
+    with pytest.raises(trainer_mod.TrainingError, match="not a parameter"):
+        train(_model(), data, TrainConfig(epochs=1, **SMALL), AttackConfig(), CPU, mask={"nope": torch.ones(3)})
+
+
+def test_resume_reproduces_uninterrupted_run(data, tmp_path, monkeypatch):
+    cfg = TrainConfig(epochs=2, lr=0.05, **SMALL)
+    atk = AttackConfig(attack="fgsm_rs")
+    full = _model()
+    ref = train(full, data, cfg, atk, CPU, run=RunDir(tmp_path / "full"))
+
+    real_epoch = TrainLoader.epoch
+
+    def crash_in_epoch_two(self, epoch):
+        for i, batch in enumerate(real_epoch(self, epoch)):
+            if epoch == 1 and i == 3:
+                raise KeyboardInterrupt
+            yield batch
+    run = RunDir(tmp_path / "resumed")
+    monkeypatch.setattr(TrainLoader, "epoch", crash_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        train(_model(), data, cfg, atk, CPU, run=run)
+    monkeypatch.setattr(TrainLoader, "epoch", real_epoch)
+    resumed_model = _model(seed=123)  # different init: everything must come from the checkpoint
+    resumed = train(resumed_model, data, cfg, atk, CPU, run=run)
+    for (k, a), b in zip(full.state_dict().items(), resumed_model.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert [r["epoch"] for r in run.metrics()] == [1, 2]
+    assert resumed.history[-1]["eval_pgd"] == ref.history[-1]["eval_pgd"]
+
+
+def test_guard_rolls_back_on_catastrophic_overfitting(data, monkeypatch):
+    cfg = TrainConfig(epochs=3, lr=0.05, batch_size=50, eval_n=50, eval_steps=0, schedule="constant")
+    one_epoch = _model()
+    train(one_epoch, data, cfg.replace(epochs=1), AttackConfig(attack="fgsm"), CPU)
+    accs = iter([0.5, 0.05, 0.05])
+    monkeypatch.setattr(trainer_mod, "robust_flags",
+                        lambda *a, **k: torch.full((10,), next(accs)) > torch.linspace(0, 0.99, 10))
+    model = _model()
+    result = train(model, data, cfg, AttackConfig(attack="fgsm"), CPU)
+    assert result.stopped and "catastrophic overfitting at epoch 2" in result.stopped
+    assert len(result.history) == 2
+    for a, b in zip(one_epoch.state_dict().values(), model.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_rewind_state_is_weights_after_k_steps(data, monkeypatch):
+    cfg = TrainConfig(epochs=1, lr=0.05, **SMALL)
+    result = train(_model(), data, cfg, AttackConfig(), CPU, rewind_iteration=3)
+    real_epoch = TrainLoader.epoch
+
+    def first_three(self, epoch):
+        for i, b in enumerate(real_epoch(self, epoch)):
+            if i == 3:
+                return
+            yield b
+    monkeypatch.setattr(TrainLoader, "epoch", first_three)
+    three = _model()
+    train(three, data, cfg, AttackConfig(), CPU)  # the same run, stopped after three steps
+    for k, v in three.state_dict().items():
+        assert torch.equal(result.rewind_state[k], v), k
+    assert train(_model(), data, cfg, AttackConfig(), CPU, rewind_iteration=0).rewind_state is not None
