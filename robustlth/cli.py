@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Optional
 
 from . import __version__
-from .config import (AttackConfig, ConfigError, DataConfig, ModelConfig, TrainConfig, add_config_args,
+from .config import (AttackConfig, ConfigError, DataConfig, ModelConfig, PruneConfig, TrainConfig, add_config_args,
                      config_from_args, config_hash, load_yaml)
 
 
@@ -161,6 +161,41 @@ def cmd_eval(args) -> int:
 
 
 # ------------------------------------------------------------------------------------------------------
+def search_spec_from_args(args, sec: dict):
+    """Search configs: the paper's per-architecture defaults, then YAML, then flags."""
+    from .pruning import SearchSpec, search_defaults
+    model_cfg = config_from_args(ModelConfig, args, sec.get("model"))
+    defaults = search_defaults(model_cfg.model)
+    return SearchSpec(
+        data=config_from_args(DataConfig, args, sec.get("data")),
+        model=model_cfg,
+        search=config_from_args(TrainConfig, args, {**defaults["train"], **sec.get("search", {})}, prefix="search-"),
+        attack=config_from_args(AttackConfig, args, {**defaults["attack"], **sec.get("search_attack", {})},
+                                prefix="search-"),
+        prune=config_from_args(PruneConfig, args, sec.get("prune")))
+
+
+def cmd_find_ticket(args) -> int:
+    from .pruning import find_ticket
+    device = _setup(args)
+    spec = search_spec_from_args(args, _sections(args))
+    ticket, run = find_ticket(spec, device, args.out, progress=args.progress, log=_say)
+    print(json.dumps({"ticket": str(run.file("ticket.pt")), "sparsity": ticket.sparsity()["sparsity"],
+                      "search_time": ticket.meta["search_time"]}))
+    return 0
+
+
+def cmd_control(args) -> int:
+    from .pruning import load_ticket, make_control, save_ticket
+    ticket = load_ticket(args.ticket)
+    control = make_control(ticket, args.kind, seed=args.seed, k=args.k)
+    save_ticket(args.output, control)
+    print(json.dumps({"ticket": str(args.output), "control": control.meta["control"],
+                      "sparsity": control.sparsity()["sparsity"]}))
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="robustlth", description="Boosting lottery tickets for cheaper adversarial training.")
     parser.add_argument("--version", action="version", version=f"robustlth {__version__}")
@@ -195,6 +230,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int)
     p.set_defaults(func=cmd_eval)
 
+    p = sub.add_parser("find-ticket", help="search a (boosting) ticket: train, prune, reset; IMP with --rounds")
+    _common(p)
+    for cls in (DataConfig, ModelConfig):
+        add_config_args(p, cls)
+    add_config_args(p, TrainConfig, prefix="search-", title="search training (defaults: the paper's recipe for "
+                                                            "the model: LR 0.01 VGG / 0.05 ResNet-WRN, 20 epochs)")
+    add_config_args(p, AttackConfig, prefix="search-", title="search attack (default fgsm)")
+    add_config_args(p, PruneConfig)
+    p.set_defaults(func=cmd_find_ticket)
+
+    from .pruning import CONTROLS
+    p = sub.add_parser("control", help="make a control ticket: random re-init, random pruning, or noise")
+    p.add_argument("--ticket", type=Path, required=True)
+    p.add_argument("--kind", required=True, choices=CONTROLS)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--k", type=float, default=0.5, help="noise scale in units of each layer's init std")
+    p.add_argument("--output", type=Path, required=True)
+    p.set_defaults(func=cmd_control)
     return parser
 
 
@@ -206,6 +259,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         return args.func(args)
     except (ConfigError, DataError, UsageError, TrainingError, ValueError, FileNotFoundError) as e:
+        # (TicketError and the attack/strategy errors are ValueErrors too.)
         print(f"robustlth {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -193,6 +193,31 @@ class TrainConfig(Config):
         _choice("precision", self.precision, PRECISIONS)
 
 
+STRATEGIES = ("global_normalized", "global", "layerwise", "random", "movement")
+
+
+@dataclass(frozen=True)
+class PruneConfig(Config):
+    strategy: str = field(default="global_normalized", metadata={"help": "pruning criterion: " + ", ".join(STRATEGIES)})
+    ratio: float = field(default=0.8, metadata={"help": "fraction of the remaining weights pruned per round"})
+    rounds: int = field(default=1, metadata={"help": "IMP rounds (1 = one-shot)"})
+    rewind_iteration: int = field(default=0, metadata={"help": "0: reset survivors to the initial weights; "
+                                                                   "k: rewind to the weights after k steps"})
+    output_rate: Optional[float] = field(default=None, metadata={"help": "layerwise: output layer rate "
+                                                                         "(default: half of ratio)"})
+    dense_layers: Tuple[str, ...] = field(default=(), metadata={"help": "global/random: parameter names left dense"})
+    prune_seed: int = field(default=0, metadata={"help": "seed of the random strategy"})
+
+    def validate(self) -> None:
+        _choice("strategy", self.strategy, STRATEGIES)
+        _check(0 <= self.ratio < 1, "ratio", self.ratio, "a pruning ratio in [0, 1)")
+        _check(isinstance(self.rounds, int) and self.rounds >= 1, "rounds", self.rounds, "an integer >= 1")
+        _check(isinstance(self.rewind_iteration, int) and self.rewind_iteration >= 0, "rewind_iteration",
+               self.rewind_iteration, "an integer >= 0")
+        _check(self.output_rate is None or 0 <= self.output_rate < 1, "output_rate", self.output_rate,
+               "a rate in [0, 1) or none")
+
+
 # ----------------------------------------------------------------------------------------------------
 # YAML and command-line mapping.
 

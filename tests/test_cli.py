@@ -67,3 +67,23 @@ def test_train_from_yaml_with_flag_override(tmp_path):
     (run,) = (tmp_path / "runs").iterdir()
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     assert cfg["train"]["lr"] == 0.02 and cfg["train"]["epochs"] == 1 and cfg["model"]["width"] == 0.25
+
+
+def test_find_ticket_then_train_the_ticket(tmp_path, capsys):
+    common = ["--data", "synthetic", "--n-train", "200", "--n-test", "50", "--out", str(tmp_path), "--no-progress",
+              "--device", "cpu"]
+    assert main(["find-ticket", "--model", "cnn6", "--width", "0.25", "--search-epochs", "1",
+                 "--search-batch-size", "50", "--search-eval-n", "20", "--search-eval-steps", "1", *common]) == 0
+    found = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert found["sparsity"] == pytest.approx(0.8, abs=1e-4)
+    ticket = found["ticket"]
+    assert main(["control", "--ticket", ticket, "--kind", "reinit", "--output", str(tmp_path / "reinit.pt")]) == 0
+    capsys.readouterr()
+    assert main(["train", "--mask", ticket, "--epochs", "2", "--attack", "fgsm", "--batch-size", "50",
+                 "--eval-n", "20", "--eval-steps", "1", *common]) == 0
+    run = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["run_dir"]
+    cfg = yaml.safe_load((tmp_path / run.split("/")[-1] / "config.yaml").read_text())
+    assert cfg["model"]["model"] == "cnn6" and cfg["model"]["width"] == 0.25  # taken from the ticket
+    assert cfg["train"]["warmup_start_lr"] == 0.01 and cfg["train"]["warmup_epochs"] == 1.0
+    r = run_cli("train", "--mask", ticket, "--model", "vgg16", *common)
+    assert r.returncode == 2 and "is a ticket for cnn6" in r.stderr

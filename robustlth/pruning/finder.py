@@ -1,0 +1,140 @@
+"""Ticket search: IMP rounds (train -> prune a fraction of what remains -> reset to θ0 or rewind to θk), with
+the boosting-ticket recipe as defaults. Each round is a stage on disk; an interrupted search resumes at the
+round (and epoch) where it stopped."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+
+from ..config import AttackConfig, DataConfig, ModelConfig, PruneConfig, TrainConfig, config_hash
+from ..data import Dataset, load_dataset
+from ..models import build_model
+from ..runs import RunDir
+from ..training import seed_everything, train
+from .masks import dense_mask, full_mask, sparsity_report
+from .strategies import make_strategy
+from .ticket import Ticket, load_ticket, save_ticket
+
+RETRAIN_WARMUP_EPOCHS = 10  # the paper: warm-up from the search LR to the peak LR over 10 epochs
+
+
+def default_search_lr(model: str) -> float:
+    """Boosting-ticket search LR: VGG 0.01, ResNet/WideResNet 0.05, the small networks 0.01."""
+    return 0.05 if model.startswith(("resnet", "preactresnet", "wrn")) else 0.01
+
+
+def search_defaults(model: str) -> dict:
+    """The paper's search recipe: small constant LR, no warm-up, x0.1 at 50 %/75 %, FGSM, 20 epochs."""
+    return {"train": {"lr": default_search_lr(model), "epochs": 20, "schedule": "step", "warmup_epochs": 0,
+                      "weight_decay": 1e-4, "momentum": 0.9},
+            "attack": {"attack": "fgsm"}}
+
+
+def retrain_schedule(cfg: TrainConfig, meta: dict, explicit: set[str] = frozenset()) -> TrainConfig:
+    """The paper's ticket retraining: linear warm-up from the search LR to cfg.lr over 10 epochs (at most half
+    the budget, so it ends before the first LR drop), unless the user set the warm-up explicitly."""
+    changes = {}
+    if "warmup_epochs" not in explicit:
+        changes["warmup_epochs"] = min(RETRAIN_WARMUP_EPOCHS, cfg.epochs * cfg.milestones[0]) if cfg.milestones \
+            else min(RETRAIN_WARMUP_EPOCHS, cfg.epochs / 2)
+    if "warmup_start_lr" not in explicit and meta.get("search_lr") is not None:
+        changes["warmup_start_lr"] = meta["search_lr"]
+    return cfg.replace(**changes)
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    data: DataConfig
+    model: ModelConfig
+    search: TrainConfig
+    attack: AttackConfig
+    prune: PruneConfig
+
+    def sections(self) -> dict:
+        return {"data": self.data, "model": self.model, "search": self.search, "search_attack": self.attack,
+                "prune": self.prune}
+
+    def hash(self) -> str:
+        return config_hash("ticket", self.sections())
+
+    def to_dict(self) -> dict:
+        return {k: v.to_dict() for k, v in self.sections().items()}
+
+
+def convergence(history: list[dict]) -> dict:
+    """Diagnostics of one training run: accuracy after epochs 1 and 5, early-stopping epoch, final."""
+    out = {}
+    for e in (1, 5):
+        if len(history) >= e:
+            out[f"epoch{e}_clean"] = history[e - 1]["eval_clean"]
+            if "eval_pgd" in history[e - 1]:
+                out[f"epoch{e}_pgd"] = history[e - 1]["eval_pgd"]
+    if history:
+        best = min(history, key=lambda r: r["eval_loss"])
+        out["early_stop_epoch"] = best["epoch"]
+        out["final_clean"] = history[-1]["eval_clean"]
+        if "eval_pgd" in history[-1]:
+            out["final_pgd"] = history[-1]["eval_pgd"]
+    return out
+
+
+def find_ticket(spec: SearchSpec, device: torch.device, root: str | Path = "runs", data: Optional[Dataset] = None,
+                progress: bool = False, log: Optional[Callable[[str], None]] = None) -> tuple[Ticket, RunDir]:
+    """Run (or resume) the search described by `spec`; returns the final ticket and its run directory."""
+    run = RunDir.create(root, "ticket", spec.hash(), spec.to_dict(), device, spec.search.seed)
+    final = run.file("ticket.pt")
+    if final.exists():
+        if log:
+            log(f"ticket already on disk: {final}")
+        return load_ticket(final), run
+    data = data if data is not None else load_dataset(spec.data)
+    p = spec.prune
+    strategy = make_strategy(p.strategy, p.output_rate, p.dense_layers, p.prune_seed)
+
+    seed_everything(spec.search.seed)
+    model = build_model(spec.model.model, spec.model.width)
+    theta0 = {k: v.clone() for k, v in model.state_dict().items()}
+    mask = dense_mask(model)
+    start_state, search_time, rounds = theta0, 0.0, []
+    rewind_k = p.rewind_iteration
+    for r in range(1, p.rounds + 1):
+        rdir = RunDir(run.path / f"round_{r}")
+        if rdir.file("ticket.pt").exists():  # a finished stage
+            done = load_ticket(rdir.file("ticket.pt"))
+            mask, start_state, search_time = done.mask, done.state_dict, done.meta["search_time"]
+            rounds.append(rdir.read_json("summary.json"))
+            continue
+        model.load_state_dict(start_state)
+        result = train(model, data, spec.search, spec.attack, device, run=rdir,
+                       mask=full_mask(model, mask) if r > 1 else None,
+                       rewind_iteration=rewind_k if (r == 1 and rewind_k > 0) else None,
+                       augment=spec.data.augment, progress=progress, log=log)
+        t0 = time.perf_counter()
+        mask = strategy.prune(model, mask, p.ratio, init_state=theta0)
+        search_time += result.train_time + (time.perf_counter() - t0)
+        if rewind_k > 0:
+            start_state = result.rewind_state if r == 1 else load_ticket(run.path / "round_1" / "ticket.pt").state_dict
+        else:
+            start_state = theta0
+        report = sparsity_report(mask)
+        summary = {"round": r, "sparsity": report["sparsity"], "remaining": report["remaining"],
+                   "search_train_time": result.train_time, "search_time_cumulative": search_time,
+                   "stopped": result.stopped, **convergence(result.history)}
+        meta = {"model": spec.model.model, "width": spec.model.width, "strategy": p.strategy, "ratio": p.ratio,
+                "round": r, "rounds": p.rounds, "rewind_iteration": rewind_k, "seed": spec.search.seed,
+                "search_lr": spec.search.lr, "search_attack": spec.attack.attack, "search_epochs": spec.search.epochs,
+                "search_time": search_time, "search": spec.to_dict(), "hash": spec.hash()}
+        save_ticket(rdir.file("ticket.pt"), Ticket(mask, start_state, meta))
+        rdir.write_json("summary.json", summary)
+        rounds.append(summary)
+        if log:
+            log(f"round {r}/{p.rounds}: sparsity {report['sparsity']:.4f}, search time {search_time:.1f}s")
+    ticket = load_ticket(run.path / f"round_{p.rounds}" / "ticket.pt")
+    run.write_json("summary.json", {"rounds": rounds, "search_time": search_time,
+                                    "sparsity": ticket.sparsity()["sparsity"]})
+    save_ticket(final, ticket)
+    return ticket, run
