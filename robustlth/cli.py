@@ -196,6 +196,40 @@ def cmd_control(args) -> int:
 
 
 # ------------------------------------------------------------------------------------------------------
+def cmd_bench(args) -> int:
+    from .bench import PRESETS, BenchConfig, run_bench
+    device = _setup(args)
+    preset, sec = PRESETS[args.preset], _sections(args)
+    merged = {k: {**preset.get(k, {}), **sec.get(k, {})} for k in ("data", "model", "bench")}
+    bench = config_from_args(BenchConfig, args, merged["bench"])
+    data_cfg = config_from_args(DataConfig, args, merged["data"])
+    model_cfg = config_from_args(ModelConfig, args, merged["model"])
+    results, run = run_bench(bench, data_cfg, model_cfg, device, args.out, preset=args.preset,
+                             progress=args.progress, log=_say)
+    h = results["headline"]
+    _say(f"report: {run.file('report.md')}")
+    print(json.dumps({"run_dir": str(run.path), "total_time_ratio": round(h["total_time_ratio"], 4),
+                      "time_to_target_ratio": h["time_to_target_ratio"], "target_pgd20": h["target_pgd20"]}))
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .bench.report import compare, load_results, markdown_table, write_report
+    if len(args.run_dirs) == 1 and not args.output:
+        write_report(load_results(args.run_dirs[0]), args.run_dirs[0])
+        _say(f"wrote {Path(args.run_dirs[0]) / 'report.md'}")
+        return 0
+    table = markdown_table(compare(args.run_dirs))
+    if args.output:
+        from .runs import atomic_write_text
+        atomic_write_text(Path(args.output), table + "\n")
+        _say(f"wrote {args.output}")
+    else:
+        print(table)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="robustlth", description="Boosting lottery tickets for cheaper adversarial training.")
     parser.add_argument("--version", action="version", version=f"robustlth {__version__}")
@@ -239,6 +273,21 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(p, AttackConfig, prefix="search-", title="search attack (default fgsm)")
     add_config_args(p, PruneConfig)
     p.set_defaults(func=cmd_find_ticket)
+
+    from .bench import PRESETS, BenchConfig
+    p = sub.add_parser("bench", help="ticket pipeline vs dense adversarial training: time and robustness report")
+    _common(p)
+    p.add_argument("--preset", choices=list(PRESETS), default="cpu",
+                   help="smoke (CI, seconds), cpu (exact CIFAR-10 subset, ~35 min on 2 cores), paper (GPU); "
+                        "default: %(default)s")
+    for cls in (DataConfig, ModelConfig, BenchConfig):
+        add_config_args(p, cls)
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("report", help="re-render a benchmark report, or compare several benchmark runs")
+    p.add_argument("run_dirs", nargs="+", type=Path)
+    p.add_argument("--output", help="write the comparison table (Markdown) here")
+    p.set_defaults(func=cmd_report)
 
     from .pruning import CONTROLS
     p = sub.add_parser("control", help="make a control ticket: random re-init, random pruning, or noise")

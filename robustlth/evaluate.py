@@ -166,8 +166,13 @@ def sanity_warnings(clean: float, results: list[dict], zero_grad: float, n: int)
 
 def evaluate_robustness(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: Iterable[str],
                         eps: float = 8 / 255, batch_size: int = 256, seed: int = 0, independent: bool = False,
-                        precision: str = "fp32", log=None) -> dict:
-    """Clean and robust accuracy per attack and per-sample worst case, with sanity warnings."""
+                        precision: str = "fp32", limits: Optional[dict[str, int]] = None, log=None) -> dict:
+    """Clean and robust accuracy per attack and per-sample worst case, with sanity warnings.
+
+    `limits` maps an attack to a number K: it runs only on the first K images (for costly attacks such as
+    AutoAttack); the result then also gives the worst case over those K images, where every attack ran.
+    """
+    limits = limits or {}
     attacks = validate_attack_names(attacks, eps)
     check_inputs(x, y)
     n = x.shape[0]
@@ -177,6 +182,8 @@ def evaluate_robustness(model: nn.Module, x: torch.Tensor, y: torch.Tensor, atta
     results = []
     for spec in attacks:
         pool = correct if independent else robust
+        if spec in limits:
+            pool = pool & (torch.arange(n, device=x.device) < limits[spec])
         idx = pool.nonzero().squeeze(1)
         t0 = time.perf_counter()
         flags = torch.zeros(n, dtype=torch.bool, device=x.device)
@@ -195,5 +202,9 @@ def evaluate_robustness(model: nn.Module, x: torch.Tensor, y: torch.Tensor, atta
     warns = sanity_warnings(clean, results, zero, n)
     for w in warns:
         warnings.warn(w, RuntimeWarning, stacklevel=2)
-    return {"n": n, "eps": eps, "clean": clean, "attacks": results, "worst_case": float(robust.float().mean()),
-            "independent": independent, "warnings": warns}
+    out = {"n": n, "eps": eps, "clean": clean, "attacks": results, "worst_case": float(robust.float().mean()),
+           "independent": independent, "warnings": warns}
+    for spec, k in limits.items():
+        results[attacks.index(spec)]["n"] = min(k, n)
+        out[f"worst_case_first_{min(k, n)}"] = float(robust[:k].float().mean())
+    return out

@@ -87,3 +87,11 @@ def test_eval_cli_writes_json(tmp_path, capsys):
     assert r["n"] == 40 and [a["name"] for a in r["attacks"]] == ["pgd5", "cw5"]
     assert r["worst_case"] == r["attacks"][-1]["robust_after"]
     assert "torch" in r["env"]
+
+
+def test_limits_run_an_attack_on_the_first_images_only(trained):
+    model, x, y = trained
+    r = evaluate_robustness(model, x[:32], y[:32], ["pgd5", "cw10"], limits={"cw10": 8})
+    assert r["attacks"][1]["n"] == 8
+    full = evaluate_robustness(model, x[:8], y[:8], ["pgd5", "cw10"])
+    assert r["worst_case_first_8"] == full["worst_case"]

@@ -207,7 +207,7 @@ def load_dataset(cfg: DataConfig) -> Dataset:
     if src == "cifar10":
         train, test = load_torchvision_cifar10()
     elif src == "synthetic":
-        train, test = make_synthetic(cfg.n_train or 2000, cfg.n_test or 500)
+        train, test = make_synthetic((cfg.n_train or 2000) + cfg.val_size, cfg.n_test or 500)
     elif src.startswith("npz:"):
         train, test = load_npz(Path(src[4:]).expanduser())
     elif src.startswith("cifar10-jpeg:"):

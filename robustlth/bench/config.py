@@ -1,0 +1,81 @@
+"""Benchmark hyperparameters and presets."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Tuple
+
+from ..config import ATTACK_MODES, PRECISIONS, Config, ConfigError, _check, _choice
+
+ARMS = ("dense", "ticket", "reinit", "random_prune", "winning", "fast_at")
+
+
+@dataclass(frozen=True)
+class BenchConfig(Config):
+    arms: Tuple[str, ...] = field(default=("dense", "ticket", "reinit"), metadata={
+        "help": "arms to run: " + ", ".join(ARMS) + " (dense and ticket are required)"})
+    dense_epochs: int = field(default=100, metadata={"help": "epochs of dense PGD AT (the reference)"})
+    ticket_epochs: int = field(default=40, metadata={"help": "epochs of PGD AT of the ticket (and its controls)"})
+    search_epochs: int = field(default=20, metadata={"help": "epochs of the ticket search"})
+    search_attack: str = field(default="fgsm", metadata={"help": "search training: " + ", ".join(ATTACK_MODES)})
+    search_lr: Optional[float] = field(default=None, metadata={"help": "none: VGG 0.01, ResNet/WRN 0.05"})
+    winning_lr: float = field(default=0.1, metadata={"help": "search LR of the 'winning' control (usual LR)"})
+    strategy: str = "global_normalized"
+    ratio: float = field(default=0.8, metadata={"help": "one-shot pruning ratio"})
+    lr: float = field(default=0.1, metadata={"help": "peak LR of adversarial training"})
+    batch_size: int = 128
+    weight_decay: float = 1e-4
+    attack_steps: int = field(default=10, metadata={"help": "PGD steps of adversarial training"})
+    eps: float = 8 / 255
+    fast_at_attack: str = field(default="nfgsm", metadata={"help": "fast_at arm: fgsm_rs or nfgsm"})
+    fast_at_epochs: Optional[int] = field(default=None, metadata={"help": "none: the ticket's epochs"})
+    eval_n: int = field(default=512, metadata={"help": "images of the per-epoch PGD-20 evaluation set"})
+    final_attacks: Tuple[str, ...] = field(default=("pgd20", "pgd100", "cw", "autoattack"),
+                                           metadata={"help": "final test-set attacks"})
+    final_n: int = field(default=1000, metadata={"help": "test images of the final evaluation"})
+    autoattack_n: Optional[int] = field(default=None, metadata={
+        "help": "AutoAttack only on the first N final images (none: all); its worst case is reported too"})
+    target_tolerance: float = field(default=0.01, metadata={
+        "help": "time-to-target counts an arm as there within this of the dense final PGD-20"})
+    seed: int = 0
+    precision: str = "fp32"
+    channels_last: bool = False
+
+    def validate(self) -> None:
+        for a in self.arms:
+            _choice("arms", a, ARMS)
+        if "dense" not in self.arms or "ticket" not in self.arms:
+            raise ConfigError(f"invalid arms={list(self.arms)!r}: expected dense and ticket among them")
+        for name in ("dense_epochs", "ticket_epochs", "search_epochs", "final_n", "eval_n", "batch_size",
+                     "attack_steps"):
+            v = getattr(self, name)
+            _check(isinstance(v, int) and v >= 1, name, v, "an integer >= 1")
+        _choice("search_attack", self.search_attack, ATTACK_MODES)
+        _choice("fast_at_attack", self.fast_at_attack, ("fgsm_rs", "nfgsm"))
+        _check(0 <= self.ratio < 1, "ratio", self.ratio, "a pruning ratio in [0, 1)")
+        _check(0 <= self.eps <= 1, "eps", self.eps, "a pixel budget in [0, 1]")
+        _check(self.lr > 0 and (self.search_lr is None or self.search_lr > 0), "lr", self.lr, "positive LRs")
+        _choice("precision", self.precision, PRECISIONS)
+
+
+# Presets: sections data / model / bench, each overridable from YAML (--config) and flags.
+PRESETS = {
+    # CI: seconds on CPU, synthetic data, every output produced.
+    "smoke": {"data": {"data": "synthetic", "n_train": 400, "n_test": 100, "val_size": 100},
+              "model": {"model": "cnn6", "width": 0.25},
+              "bench": {"dense_epochs": 2, "ticket_epochs": 1, "search_epochs": 1, "batch_size": 50, "eval_n": 50,
+                        "attack_steps": 2, "final_attacks": ["pgd5", "cw5"], "final_n": 50,
+                        "arms": ["dense", "ticket", "reinit"]}},
+    # Real CIFAR-10 (exact subset) on 2 CPU cores within ~35 minutes. Per-epoch curves on a held-out
+    # validation split; the test images are only used for the final evaluation.
+    "cpu": {"data": {"data": "npz:../shared/data/cifar10_exact_subset.npz", "val_size": 500},
+            "model": {"model": "cnn6", "width": 1.0},
+            "bench": {"dense_epochs": 12, "ticket_epochs": 6, "search_epochs": 8, "search_lr": 0.01,
+                      "eval_n": 256, "final_attacks": ["pgd20", "pgd100", "cw", "autoattack"], "final_n": 1000,
+                      "autoattack_n": 200, "precision": "bf16", "channels_last": True,
+                      "arms": ["dense", "ticket", "reinit"]}},
+    # The paper's setting (GPU): VGG-16, 100 dense epochs vs 20 FGSM search + 40 ticket epochs, full CIFAR-10.
+    "paper": {"data": {"data": "cifar10", "val_size": 5000},
+              "model": {"model": "vgg16", "width": 1.0},
+              "bench": {"dense_epochs": 100, "ticket_epochs": 40, "search_epochs": 20, "eval_n": 1000,
+                        "final_n": 10000, "arms": ["dense", "ticket", "reinit", "winning", "fast_at"]}},
+}

@@ -1,0 +1,148 @@
+"""`robustlth bench`: the ticket pipeline against dense PGD adversarial training, same data, model, seed and
+device, one arm after another in one process. Every arm and the ticket search are stages on disk, so an
+interrupted benchmark resumes at the arm and epoch where it stopped."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+
+from ..config import AttackConfig, DataConfig, ModelConfig, PruneConfig, TrainConfig, config_hash
+from ..data import Dataset, as_float, load_dataset
+from ..evaluate import evaluate_robustness
+from ..models import build_model
+from ..pruning import SearchSpec, default_search_lr, find_ticket, make_control, retrain_schedule, ticket_model
+from ..runs import RunDir, environment
+from ..training import seed_everything, train
+from .config import BenchConfig
+
+Log = Optional[Callable[[str], None]]
+
+
+def bench_hash(bench: BenchConfig, data: DataConfig, model: ModelConfig) -> str:
+    return config_hash("bench", {"bench": bench, "data": data, "model": model})
+
+
+def _train_cfg(b: BenchConfig, epochs: int, **changes) -> TrainConfig:
+    return TrainConfig(epochs=epochs, batch_size=b.batch_size, lr=b.lr, weight_decay=b.weight_decay,
+                       eval_n=b.eval_n, eval_steps=20, precision=b.precision, channels_last=b.channels_last,
+                       seed=b.seed).replace(**changes)
+
+
+def _search(b: BenchConfig, data_cfg: DataConfig, model_cfg: ModelConfig, lr: float, data: Dataset,
+            device: torch.device, root: Path, log: Log):
+    spec = SearchSpec(data=data_cfg, model=model_cfg,
+                      search=TrainConfig(epochs=b.search_epochs, lr=lr, batch_size=b.batch_size,
+                                         weight_decay=b.weight_decay, eval_n=b.eval_n, eval_steps=0,
+                                         precision=b.precision, channels_last=b.channels_last, seed=b.seed),
+                      attack=AttackConfig(attack=b.search_attack, eps=b.eps),
+                      prune=PruneConfig(strategy=b.strategy, ratio=b.ratio))
+    return find_ticket(spec, device, root, data=data, log=log)[0]
+
+
+def _arm_setup(arm: str, b: BenchConfig, data_cfg, model_cfg, data, device, run: RunDir, log: Log):
+    """(model, mask, search_time, train config, attack config) for one arm."""
+    pgd = AttackConfig(attack="pgd", eps=b.eps, attack_steps=b.attack_steps)
+    search_lr = b.search_lr if b.search_lr is not None else default_search_lr(model_cfg.model)
+    if arm in ("dense", "fast_at"):
+        seed_everything(b.seed)  # the same θ0 as the ticket search
+        model = build_model(model_cfg.model, model_cfg.width)
+        if arm == "dense":
+            return model, None, 0.0, _train_cfg(b, b.dense_epochs), pgd
+        fast = AttackConfig(attack=b.fast_at_attack, eps=b.eps)
+        return model, None, 0.0, _train_cfg(b, b.fast_at_epochs or b.ticket_epochs, schedule="onecycle"), fast
+    lr = b.winning_lr if arm == "winning" else search_lr
+    ticket = _search(b, data_cfg, model_cfg, lr, data, device, run.path / "search", log)
+    search_time = ticket.meta["search_time"]
+    if arm == "reinit":
+        ticket = make_control(ticket, "reinit", seed=b.seed + 1)
+    elif arm == "random_prune":  # global random pruning at the same sparsity needs no search
+        ticket, search_time = make_control(ticket, "random_global", seed=b.seed + 1), 0.0
+    model = ticket_model(ticket)
+    cfg = retrain_schedule(_train_cfg(b, b.ticket_epochs), ticket.meta)
+    return model, ticket.full_mask(model), search_time, cfg, pgd
+
+
+def run_arm(arm: str, b: BenchConfig, data_cfg, model_cfg, data: Dataset, device, run: RunDir, progress: bool,
+            log: Log) -> dict:
+    arm_run = RunDir(run.path / arm)
+    if arm_run.file("arm.json").exists():
+        return arm_run.read_json("arm.json")
+    if log:
+        log(f"--- arm {arm} ---")
+    model, mask, search_time, cfg, attack = _arm_setup(arm, b, data_cfg, model_cfg, data, device, run, log)
+    result = train(model, data, cfg, attack, device, run=arm_run, mask=mask, augment=data_cfg.augment,
+                   progress=progress, log=log)
+    x, y = as_float(data.test, device, b.final_n)
+    limits = {"autoattack": b.autoattack_n} if (b.autoattack_n and "autoattack" in b.final_attacks) else None
+    final = evaluate_robustness(model, x, y, b.final_attacks, eps=b.eps, batch_size=256, seed=b.seed,
+                                precision=b.precision, limits=limits, log=log)
+    curve = [{"epoch": r["epoch"], "wall_clock": search_time + r["train_time"], "clean": r["eval_clean"],
+              "pgd20": r.get("eval_pgd"), "loss": r["loss"]} for r in result.history]
+    out = {"arm": arm, "search_time": search_time, "train_time": result.train_time,
+           "total_time": search_time + result.train_time, "eval_time": result.eval_time, "epochs": cfg.epochs,
+           "stopped": result.stopped, "eval_split": result.eval_split, "sparsity": _sparsity(mask, model),
+           "train_config": cfg.to_dict(), "curve": curve, "final": final}
+    arm_run.write_json("arm.json", out)
+    return out
+
+
+def _sparsity(mask, model) -> float:
+    if not mask:
+        return 0.0
+    from ..pruning import count, prunable_weights
+    remaining, total = count({n: mask[n] for n in prunable_weights(model)})
+    return 1 - remaining / total
+
+
+def time_to_target(curve: list[dict], target: float) -> Optional[float]:
+    for point in curve:
+        if point["pgd20"] is not None and point["pgd20"] >= target:
+            return point["wall_clock"]
+    return None
+
+
+def final_metrics(final: dict) -> dict:
+    """Flat final test-set metrics: clean, each attack's cumulative robust accuracy, worst case."""
+    out = {"clean": final["clean"]}
+    for a in final["attacks"]:
+        out[a["name"]] = a["robust_after"]
+    out["worst_case"] = final["worst_case"]
+    out.update({k: v for k, v in final.items() if k.startswith("worst_case_first_")})
+    return out
+
+
+def headline(arms: dict, b: BenchConfig) -> dict:
+    dense, ticket = arms["dense"], arms["ticket"]
+    target = dense["curve"][-1]["pgd20"] - b.target_tolerance
+    ttt = {name: time_to_target(a["curve"], target) for name, a in arms.items()}
+    first = b.final_attacks[0]
+    d, t = final_metrics(dense["final"]), final_metrics(ticket["final"])
+    h = {"total_time_ratio": ticket["total_time"] / dense["total_time"],
+         "target_pgd20": target, "target_split": dense["eval_split"],
+         "time_to_target": ttt,
+         "time_to_target_ratio": (ttt["ticket"] / dense["total_time"]) if ttt["ticket"] is not None else None,
+         "final_clean_diff": t["clean"] - d["clean"], f"final_{first}_diff": t[first] - d[first],
+         "final_worst_case_diff": t["worst_case"] - d["worst_case"]}
+    if dense["eval_split"] == "val":  # best epochs chosen on validation data, never on the test set
+        h["best_epoch_val"] = {name: max(a["curve"], key=lambda r: r["pgd20"] or 0)["epoch"] for name, a in arms.items()}
+    return h
+
+
+def run_bench(b: BenchConfig, data_cfg: DataConfig, model_cfg: ModelConfig, device: torch.device,
+              root: str | Path = "runs", preset: Optional[str] = None, progress: bool = False,
+              log: Log = None) -> tuple[dict, RunDir]:
+    config = {"preset": preset, "bench": b.to_dict(), "data": data_cfg.to_dict(), "model": model_cfg.to_dict()}
+    data = load_dataset(data_cfg)  # bad data fails before anything is written
+    run = RunDir.create(root, "bench", bench_hash(b, data_cfg, model_cfg), config, device, b.seed)
+    if log:
+        log(f"benchmark directory: {run.path}")
+    arms = {}
+    for arm in b.arms:
+        arms[arm] = run_arm(arm, b, data_cfg, model_cfg, data, device, run, progress, log)
+    results = {"config": config, "environment": environment(device), "headline": headline(arms, b), "arms": arms}
+    run.write_json("results.json", results)
+    from .report import write_report
+    write_report(results, run.path)
+    return results, run

@@ -1,0 +1,76 @@
+import json
+
+import pandas as pd
+import pytest
+
+from robustlth.bench import time_to_target
+from robustlth.cli import main
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    rc = main(["bench", "--preset", "smoke", "--out", str(out), "--device", "cpu", "--no-progress"])
+    assert rc == 0
+    (run,) = [p for p in out.iterdir() if p.name.startswith("bench_")]
+    return run
+
+
+def test_smoke_outputs_and_schema(smoke):
+    r = json.loads((smoke / "results.json").read_text())
+    assert set(r) == {"config", "environment", "headline", "arms"}
+    assert list(r["arms"]) == ["dense", "ticket", "reinit"]
+    for k in ("torch", "git_commit", "device", "torch_threads"):
+        assert k in r["environment"]
+    for name, a in r["arms"].items():
+        assert len(a["curve"]) == a["epochs"]
+        assert all({"epoch", "wall_clock", "clean", "pgd20"} <= set(p) for p in a["curve"])
+        assert [x["name"] for x in a["final"]["attacks"]] == ["pgd5", "cw5"]
+        assert a["eval_split"] == "val"
+    assert r["arms"]["ticket"]["sparsity"] == pytest.approx(0.8, abs=1e-3)
+    assert r["arms"]["dense"]["sparsity"] == 0
+    for f in ("results.csv", "report.md", "robust_vs_time.png", "accuracy_vs_epoch.png"):
+        assert (smoke / f).stat().st_size > 0, f
+    df = pd.read_csv(smoke / "results.csv")
+    assert list(df["arm"]) == ["dense", "ticket", "reinit"]
+    md = (smoke / "report.md").read_text()
+    assert "Total wall-clock ticket / dense" in md and "![robust_vs_time.png]" in md
+
+
+def test_ratio_consistent_with_phase_times(smoke):
+    r = json.loads((smoke / "results.json").read_text())
+    d, t = r["arms"]["dense"], r["arms"]["ticket"]
+    assert t["total_time"] == pytest.approx(t["search_time"] + t["train_time"])
+    assert t["search_time"] > 0 and d["search_time"] == 0
+    assert r["headline"]["total_time_ratio"] == pytest.approx(t["total_time"] / d["total_time"])
+    assert t["curve"][-1]["wall_clock"] == pytest.approx(t["total_time"], rel=1e-3, abs=1e-2)
+    # The reinit control needs the searched mask, so it pays for the search too.
+    assert r["arms"]["reinit"]["search_time"] == pytest.approx(t["search_time"])
+    target = r["arms"]["dense"]["curve"][-1]["pgd20"] - 0.01
+    assert r["headline"]["target_pgd20"] == pytest.approx(target)
+    assert r["headline"]["time_to_target"]["dense"] is not None
+
+
+def test_rerun_resumes_from_disk_and_report_rerenders(smoke, capsys):
+    before = (smoke / "results.json").read_text()
+    (smoke / "report.md").unlink()
+    assert main(["report", str(smoke)]) == 0
+    assert (smoke / "report.md").exists()
+    out = smoke.parent
+    assert main(["bench", "--preset", "smoke", "--out", str(out), "--device", "cpu", "--no-progress"]) == 0
+    after = json.loads((smoke / "results.json").read_text())
+    assert after["arms"] == json.loads(before)["arms"]  # every arm came from disk
+    assert main(["report", str(smoke), str(smoke), "--output", str(out / "cmp.md")]) == 0
+    assert (out / "cmp.md").read_text().count("| ticket |") == 2
+
+
+def test_time_to_target():
+    curve = [{"wall_clock": 1.0, "pgd20": 0.1}, {"wall_clock": 2.0, "pgd20": 0.3}, {"wall_clock": 3.0, "pgd20": 0.2}]
+    assert time_to_target(curve, 0.25) == 2.0
+    assert time_to_target(curve, 0.5) is None
+
+
+def test_bad_bench_values(capsys):
+    assert main(["bench", "--preset", "smoke", "--arms", "dense,nosuch", "--device", "cpu"]) == 2
+    assert "arms='nosuch'" in capsys.readouterr().err
+    assert main(["bench", "--preset", "smoke", "--arms", "ticket", "--device", "cpu"]) == 2
