@@ -229,6 +229,26 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_ablate(args) -> int:
+    from .ablate import PRESETS, AblateConfig, Launcher, run_grid
+    from .bench import BenchConfig
+    preset, sec = PRESETS[args.preset], _sections(args)
+    merged = {k: {**preset.get(k, {}), **sec.get(k, {})} for k in ("data", "model", "bench", "axes")}
+    axes = config_from_args(AblateConfig, args, merged["axes"], prefix="grid-")
+    bench = config_from_args(BenchConfig, args, merged["bench"])
+    data_cfg = config_from_args(DataConfig, args, merged["data"])
+    model_cfg = config_from_args(ModelConfig, args, merged["model"])
+    if args.launcher == "serial":
+        _setup(args)
+    launcher = Launcher(args.launcher, cluster=args.cluster, timeout_min=args.timeout_min,
+                        gpus_per_job=args.gpus_per_job, cpus_per_job=args.cpus_per_job, partition=args.partition)
+    df, grid_dir = run_grid(axes, bench, data_cfg, model_cfg, args.out, launcher, args.device, args.preset, _say)
+    failed = int((df["status"] != "ok").sum())
+    _say(f"tables: {grid_dir / 'tables.md'}; {len(df)} rows, {failed} failed")
+    print(json.dumps({"grid_dir": str(grid_dir), "rows": len(df), "failed": failed}))
+    return 0
+
+
 # ------------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="robustlth", description="Boosting lottery tickets for cheaper adversarial training.")
@@ -288,6 +308,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dirs", nargs="+", type=Path)
     p.add_argument("--output", help="write the comparison table (Markdown) here")
     p.set_defaults(func=cmd_report)
+
+    from .ablate import PRESETS as ABLATE_PRESETS, AblateConfig
+    p = sub.add_parser("ablate", help="grid over search LR, pruning ratio, width, search mode/epochs, budgets")
+    _common(p)
+    p.add_argument("--preset", choices=list(ABLATE_PRESETS), default="cpu", help="default: %(default)s")
+    p.add_argument("--launcher", choices=["serial", "submitit"], default="serial",
+                   help="serial in-process, or one submitit job per search and per cell")
+    p.add_argument("--cluster", choices=["local", "slurm", "debug"], default=None,
+                   help="submitit executor (default: SLURM if available, else local processes)")
+    p.add_argument("--timeout-min", type=int, default=240)
+    p.add_argument("--gpus-per-job", type=int, default=0)
+    p.add_argument("--cpus-per-job", type=int, default=2)
+    p.add_argument("--partition", help="SLURM partition")
+    for cls in (DataConfig, ModelConfig, BenchConfig):
+        add_config_args(p, cls)
+    add_config_args(p, AblateConfig, prefix="grid-", title="grid axes (comma-separated values)")
+    p.set_defaults(func=cmd_ablate)
 
     from .pruning import CONTROLS
     p = sub.add_parser("control", help="make a control ticket: random re-init, random pruning, or noise")

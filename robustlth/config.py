@@ -277,7 +277,7 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type[Config], prefix: 
         tp = hints[f.name]
         default = _default(f)
         help_text = f.metadata.get("help", "")
-        help_text = f"{help_text} (default: {_plain(default)})".strip()
+        help_text = f"{help_text} (default: {_plain(default)})".strip().replace("%", "%%")
         dest = prefix.replace("-", "_") + f.name
         if tp is bool:
             group.add_argument(flag_name(prefix, f.name), dest=dest, action=argparse.BooleanOptionalAction,

@@ -24,13 +24,15 @@ class BenchConfig(Config):
     lr: float = field(default=0.1, metadata={"help": "peak LR of adversarial training"})
     batch_size: int = 128
     weight_decay: float = 1e-4
+    train_attack: str = field(default="pgd", metadata={"help": "training of every arm but fast_at: pgd, or none "
+                                                               "(natural training, for ablations)"})
     attack_steps: int = field(default=10, metadata={"help": "PGD steps of adversarial training"})
     eps: float = 8 / 255
     fast_at_attack: str = field(default="nfgsm", metadata={"help": "fast_at arm: fgsm_rs or nfgsm"})
     fast_at_epochs: Optional[int] = field(default=None, metadata={"help": "none: the ticket's epochs"})
     eval_n: int = field(default=512, metadata={"help": "images of the per-epoch PGD-20 evaluation set"})
     final_attacks: Tuple[str, ...] = field(default=("pgd20", "pgd100", "cw", "autoattack"),
-                                           metadata={"help": "final test-set attacks"})
+                                           metadata={"help": "final test-set attacks (empty: no final evaluation)"})
     final_n: int = field(default=1000, metadata={"help": "test images of the final evaluation"})
     autoattack_n: Optional[int] = field(default=None, metadata={
         "help": "AutoAttack only on the first N final images (none: all); its worst case is reported too"})
@@ -45,6 +47,7 @@ class BenchConfig(Config):
             _choice("arms", a, ARMS)
         if "dense" not in self.arms or "ticket" not in self.arms:
             raise ConfigError(f"invalid arms={list(self.arms)!r}: expected dense and ticket among them")
+        _choice("train_attack", self.train_attack, ATTACK_MODES)
         for name in ("dense_epochs", "ticket_epochs", "search_epochs", "final_n", "eval_n", "batch_size",
                      "attack_steps"):
             v = getattr(self, name)

@@ -41,19 +41,19 @@ def _search(b: BenchConfig, data_cfg: DataConfig, model_cfg: ModelConfig, lr: fl
     return find_ticket(spec, device, root, data=data, log=log)[0]
 
 
-def _arm_setup(arm: str, b: BenchConfig, data_cfg, model_cfg, data, device, run: RunDir, log: Log):
+def _arm_setup(arm: str, b: BenchConfig, data_cfg, model_cfg, data, device, search_root: Path, log: Log):
     """(model, mask, search_time, train config, attack config) for one arm."""
-    pgd = AttackConfig(attack="pgd", eps=b.eps, attack_steps=b.attack_steps)
+    arm_attack = AttackConfig(attack=b.train_attack, eps=b.eps, attack_steps=b.attack_steps)
     search_lr = b.search_lr if b.search_lr is not None else default_search_lr(model_cfg.model)
     if arm in ("dense", "fast_at"):
         seed_everything(b.seed)  # the same θ0 as the ticket search
         model = build_model(model_cfg.model, model_cfg.width)
         if arm == "dense":
-            return model, None, 0.0, _train_cfg(b, b.dense_epochs), pgd
+            return model, None, 0.0, _train_cfg(b, b.dense_epochs), arm_attack
         fast = AttackConfig(attack=b.fast_at_attack, eps=b.eps)
         return model, None, 0.0, _train_cfg(b, b.fast_at_epochs or b.ticket_epochs, schedule="onecycle"), fast
     lr = b.winning_lr if arm == "winning" else search_lr
-    ticket = _search(b, data_cfg, model_cfg, lr, data, device, run.path / "search", log)
+    ticket = _search(b, data_cfg, model_cfg, lr, data, device, search_root, log)
     search_time = ticket.meta["search_time"]
     if arm == "reinit":
         ticket = make_control(ticket, "reinit", seed=b.seed + 1)
@@ -61,25 +61,28 @@ def _arm_setup(arm: str, b: BenchConfig, data_cfg, model_cfg, data, device, run:
         ticket, search_time = make_control(ticket, "random_global", seed=b.seed + 1), 0.0
     model = ticket_model(ticket)
     cfg = retrain_schedule(_train_cfg(b, b.ticket_epochs), ticket.meta)
-    return model, ticket.full_mask(model), search_time, cfg, pgd
+    return model, ticket.full_mask(model), search_time, cfg, arm_attack
 
 
-def run_arm(arm: str, b: BenchConfig, data_cfg, model_cfg, data: Dataset, device, run: RunDir, progress: bool,
-            log: Log) -> dict:
-    arm_run = RunDir(run.path / arm)
+def run_arm(arm: str, b: BenchConfig, data_cfg, model_cfg, data: Dataset, device, root: Path, search_root: Path,
+            progress: bool = False, log: Log = None) -> dict:
+    """Train and evaluate one arm in `root/arm` (searches in `search_root`); done arms load from disk."""
+    arm_run = RunDir(Path(root) / arm)
     if arm_run.file("arm.json").exists():
         return arm_run.read_json("arm.json")
     if log:
         log(f"--- arm {arm} ---")
-    model, mask, search_time, cfg, attack = _arm_setup(arm, b, data_cfg, model_cfg, data, device, run, log)
+    model, mask, search_time, cfg, attack = _arm_setup(arm, b, data_cfg, model_cfg, data, device, search_root, log)
     result = train(model, data, cfg, attack, device, run=arm_run, mask=mask, augment=data_cfg.augment,
                    progress=progress, log=log)
-    x, y = as_float(data.test, device, b.final_n)
-    limits = {"autoattack": b.autoattack_n} if (b.autoattack_n and "autoattack" in b.final_attacks) else None
-    final = evaluate_robustness(model, x, y, b.final_attacks, eps=b.eps, batch_size=256, seed=b.seed,
-                                precision=b.precision, limits=limits, log=log)
+    final = None
+    if b.final_attacks:
+        x, y = as_float(data.test, device, b.final_n)
+        limits = {"autoattack": b.autoattack_n} if (b.autoattack_n and "autoattack" in b.final_attacks) else None
+        final = evaluate_robustness(model, x, y, b.final_attacks, eps=b.eps, batch_size=256, seed=b.seed,
+                                    precision=b.precision, limits=limits, log=log)
     curve = [{"epoch": r["epoch"], "wall_clock": search_time + r["train_time"], "clean": r["eval_clean"],
-              "pgd20": r.get("eval_pgd"), "loss": r["loss"]} for r in result.history]
+              "pgd20": r.get("eval_pgd"), "loss": r["loss"], "eval_loss": r["eval_loss"]} for r in result.history]
     out = {"arm": arm, "search_time": search_time, "train_time": result.train_time,
            "total_time": search_time + result.train_time, "eval_time": result.eval_time, "epochs": cfg.epochs,
            "stopped": result.stopped, "eval_split": result.eval_split, "sparsity": _sparsity(mask, model),
@@ -140,7 +143,7 @@ def run_bench(b: BenchConfig, data_cfg: DataConfig, model_cfg: ModelConfig, devi
         log(f"benchmark directory: {run.path}")
     arms = {}
     for arm in b.arms:
-        arms[arm] = run_arm(arm, b, data_cfg, model_cfg, data, device, run, progress, log)
+        arms[arm] = run_arm(arm, b, data_cfg, model_cfg, data, device, run.path, run.path / "search", progress, log)
     results = {"config": config, "environment": environment(device), "headline": headline(arms, b), "arms": arms}
     run.write_json("results.json", results)
     from .report import write_report

@@ -61,6 +61,11 @@ class SearchSpec:
     def hash(self) -> str:
         return config_hash("ticket", self.sections())
 
+    def training_hash(self) -> str:
+        """The dense search training depends on these only, so tickets that differ in pruning share it."""
+        return config_hash("search", {"data": self.data, "model": self.model, "search": self.search,
+                                      "search_attack": self.attack, "rewind": self.prune.rewind_iteration})
+
     def to_dict(self) -> dict:
         return {k: v.to_dict() for k, v in self.sections().items()}
 
@@ -109,7 +114,10 @@ def find_ticket(spec: SearchSpec, device: torch.device, root: str | Path = "runs
             rounds.append(rdir.read_json("summary.json"))
             continue
         model.load_state_dict(start_state)
-        result = train(model, data, spec.search, spec.attack, device, run=rdir,
+        # Round 1 trains the dense network: shared by every ticket with the same search training.
+        train_dir = RunDir.create(root, "search", spec.training_hash(), spec.to_dict(), device,
+                                  spec.search.seed) if r == 1 else rdir
+        result = train(model, data, spec.search, spec.attack, device, run=train_dir,
                        mask=full_mask(model, mask) if r > 1 else None,
                        rewind_iteration=rewind_k if (r == 1 and rewind_k > 0) else None,
                        augment=spec.data.augment, progress=progress, log=log)
@@ -117,7 +125,7 @@ def find_ticket(spec: SearchSpec, device: torch.device, root: str | Path = "runs
         mask = strategy.prune(model, mask, p.ratio, init_state=theta0)
         search_time += result.train_time + (time.perf_counter() - t0)
         if rewind_k > 0:
-            start_state = result.rewind_state if r == 1 else load_ticket(run.path / "round_1" / "ticket.pt").state_dict
+            start_state = result.rewind_state if r == 1 else load_ticket(rdir.path.parent / "round_1" / "ticket.pt").state_dict
         else:
             start_state = theta0
         report = sparsity_report(mask)

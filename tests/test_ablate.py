@@ -1,0 +1,76 @@
+import json
+
+import pandas as pd
+import pytest
+
+from robustlth.ablate import AblateConfig, expand
+from robustlth.bench import BenchConfig
+from robustlth.cli import main
+from robustlth.config import ModelConfig
+
+SMOKE = ["--preset", "smoke", "--device", "cpu", "--no-progress"]
+
+
+def _grid_dir(out):
+    (grid,) = [p for p in out.iterdir() if p.name.startswith("ablate_")]
+    return grid
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ablate")
+    assert main(["ablate", *SMOKE, "--out", str(out)]) == 0
+    return _grid_dir(out)
+
+
+def test_expand_is_the_cartesian_product_with_budget_rescaling():
+    cells = expand(AblateConfig(search_lr=(0.01, 0.1), ratio=(0.5, 0.8), budget=(2, 4)), BenchConfig(),
+                   ModelConfig(model="cnn6"))
+    assert len(cells) == 8 and len({c["id"] for c in cells}) == 8
+    assert {c["bench"]["ticket_epochs"] for c in cells} == {2, 4}
+    assert all(c["axes"]["width"] == 1.0 for c in cells)
+
+
+def test_smoke_grid_csv_tables_plots(smoke):
+    df = pd.read_csv(smoke / "ablation.csv")
+    assert len(df) == 16  # 2 x 2 x 2 cells, ticket and reinit
+    assert set(df["arm"]) == {"ticket", "reinit"} and (df["status"] == "ok").all()
+    for col in ("search_lr", "ratio", "width", "epoch1_pgd", "epoch1_clean", "final_pgd", "early_stop_epoch",
+                "search_s", "train_s", "sparsity"):
+        assert col in df, col
+    assert sorted(set(df["sparsity"].round(3))) == [0.5, 0.8]
+    md = (smoke / "tables.md").read_text()
+    assert "## epoch1_pgd" in md and "| search_lr | ratio | width | reinit | ticket |" in md  # arms as columns
+    for png in ("early_accuracy_vs_ratio.png", "epoch1_vs_width.png", "accuracy_vs_search_lr.png",
+                "ticket_vs_reinit.png"):
+        assert (smoke / png).stat().st_size > 0, png
+    # Cells that share a search configuration share its training: one per (search LR, width).
+    assert len(list((smoke / "search").glob("search_*"))) == 4
+
+
+def test_rerun_skips_finished_cells_and_failed_cell_is_recorded(smoke, tmp_path):
+    cells = json.loads((smoke / "cells.json").read_text())
+    victim = smoke / "cells" / cells[0]["id"]
+    (victim / "result.json").unlink()
+    (victim / "ticket" / "arm.json").write_text("{corrupt")  # this cell now fails
+    out = smoke.parent
+    assert main(["ablate", *SMOKE, "--out", str(out)]) == 0
+    df = pd.read_csv(smoke / "ablation.csv")
+    failed = df[df["status"] == "failed"]
+    assert len(failed) == 1 and failed["cell"].iloc[0] == cells[0]["id"]
+    assert isinstance(failed["error"].iloc[0], str) and failed["error"].iloc[0]
+    assert (df["status"] == "ok").sum() == 14
+    assert "failed" in (smoke / "tables.md").read_text()
+
+
+def test_submitit_local_executor(tmp_path):
+    pytest.importorskip("submitit")
+    args = ["ablate", *SMOKE, "--out", str(tmp_path), "--grid-search-lr", "0.01", "--grid-ratio", "0.8",
+            "--grid-width", "0.25", "--grid-budget", "1,2", "--no-grid-controls", "--launcher", "submitit",
+            "--cluster", "local", "--timeout-min", "10"]
+    assert main(args) == 0
+    grid = _grid_dir(tmp_path)
+    df = pd.read_csv(grid / "ablation.csv")
+    assert len(df) == 2 and (df["status"] == "ok").all() and sorted(df["epochs"]) == [1, 2]
+    assert (grid / "submitit").is_dir()
+    assert (grid / "accuracy_vs_budget.png").exists()
