@@ -84,6 +84,6 @@ def test_find_ticket_then_train_the_ticket(tmp_path, capsys):
     run = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["run_dir"]
     cfg = yaml.safe_load((tmp_path / run.split("/")[-1] / "config.yaml").read_text())
     assert cfg["model"]["model"] == "cnn6" and cfg["model"]["width"] == 0.25  # taken from the ticket
-    assert cfg["train"]["warmup_start_lr"] == 0.01 and cfg["train"]["warmup_epochs"] == 1.0
+    assert cfg["train"]["warmup_start_lr"] == 0.01 and cfg["train"]["warmup_epochs"] == 0.5
     r = run_cli("train", "--mask", ticket, "--model", "vgg16", *common)
     assert r.returncode == 2 and "is a ticket for cnn6" in r.stderr
