@@ -18,7 +18,7 @@ from typing import Callable, Optional, Tuple
 import pandas as pd
 
 from .bench.config import BenchConfig
-from .bench.harness import _search, run_arm
+from .bench.harness import run_arm, search_ticket
 from .config import Config, ConfigError, DataConfig, ModelConfig, _check, config_hash
 from .pruning import default_search_lr, convergence
 from .runs import RunDir, atomic_write_json, atomic_write_text
@@ -72,7 +72,7 @@ def run_search(cell: dict, data_cfg: dict, root: str, device_name: str = "auto")
     from .data import load_dataset
     from .device import resolve_device
     b, m, d = BenchConfig.from_dict(cell["bench"]), ModelConfig.from_dict(cell["model"]), DataConfig.from_dict(data_cfg)
-    ticket = _search(b, d, m, b.search_lr, load_dataset(d), resolve_device(device_name), Path(root) / "search", None)
+    ticket = search_ticket(b, d, m, b.search_lr, load_dataset(d), resolve_device(device_name), Path(root) / "search", None)
     return ticket.meta["search_time"]
 
 

@@ -100,11 +100,13 @@ def cmd_train(args) -> int:
     _say(f"run directory: {run.path}")
     from .training import seed_everything
     seed_everything(train_cfg.seed)
-    model = build_model(model_cfg.model, model_cfg.width)
     mask = None
     if ticket is not None:
-        model.load_state_dict(ticket.state_dict)
+        from .pruning import ticket_model
+        model = ticket_model(ticket)
         mask = ticket.full_mask(model)
+    else:
+        model = build_model(model_cfg.model, model_cfg.width)
     result = train(model, data, train_cfg, attack_cfg, device, run=run, mask=mask, augment=data_cfg.augment,
                    progress=args.progress, log=_say)
     run.write_json("results.json", {"final": result.final, "train_time": result.train_time,

@@ -111,7 +111,8 @@ def test_guard_rolls_back_on_catastrophic_overfitting(data, monkeypatch):
     model = _model()
     result = train(model, data, cfg, AttackConfig(attack="fgsm"), CPU)
     assert result.stopped and "catastrophic overfitting at epoch 2" in result.stopped
-    assert len(result.history) == 2
+    assert len(result.history) == 2 and result.history[1]["rolled_back"]
+    assert result.final is result.history[0]
     for a, b in zip(one_epoch.state_dict().values(), model.state_dict().values()):
         assert torch.equal(a, b)
 

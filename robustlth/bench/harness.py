@@ -30,7 +30,7 @@ def _train_cfg(b: BenchConfig, epochs: int, **changes) -> TrainConfig:
                        seed=b.seed).replace(**changes)
 
 
-def _search(b: BenchConfig, data_cfg: DataConfig, model_cfg: ModelConfig, lr: float, data: Dataset,
+def search_ticket(b: BenchConfig, data_cfg: DataConfig, model_cfg: ModelConfig, lr: float, data: Dataset,
             device: torch.device, root: Path, log: Log):
     spec = SearchSpec(data=data_cfg, model=model_cfg,
                       search=TrainConfig(epochs=b.search_epochs, lr=lr, batch_size=b.batch_size,
@@ -53,7 +53,7 @@ def _arm_setup(arm: str, b: BenchConfig, data_cfg, model_cfg, data, device, sear
         fast = AttackConfig(attack=b.fast_at_attack, eps=b.eps)
         return model, None, 0.0, _train_cfg(b, b.fast_at_epochs or b.ticket_epochs, schedule="onecycle"), fast
     lr = b.winning_lr if arm == "winning" else search_lr
-    ticket = _search(b, data_cfg, model_cfg, lr, data, device, search_root, log)
+    ticket = search_ticket(b, data_cfg, model_cfg, lr, data, device, search_root, log)
     search_time = ticket.meta["search_time"]
     if arm == "reinit":
         ticket = make_control(ticket, "reinit", seed=b.seed + 1)
@@ -82,7 +82,7 @@ def run_arm(arm: str, b: BenchConfig, data_cfg, model_cfg, data: Dataset, device
         final = evaluate_robustness(model, x, y, b.final_attacks, eps=b.eps, batch_size=256, seed=b.seed,
                                     precision=b.precision, limits=limits, log=log)
     curve = [{"epoch": r["epoch"], "wall_clock": search_time + r["train_time"], "clean": r["eval_clean"],
-              "pgd20": r.get("eval_pgd"), "loss": r["loss"], "eval_loss": r["eval_loss"]} for r in result.history]
+              "pgd20": r.get("eval_pgd"), "loss": r["loss"], "eval_loss": r["eval_loss"]} for r in result.history if not r.get("rolled_back")]
     out = {"arm": arm, "search_time": search_time, "train_time": result.train_time,
            "total_time": search_time + result.train_time, "eval_time": result.eval_time, "epochs": cfg.epochs,
            "stopped": result.stopped, "eval_split": result.eval_split, "sparsity": _sparsity(mask, model),

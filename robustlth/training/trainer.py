@@ -46,7 +46,9 @@ class TrainResult:
 
     @property
     def final(self) -> dict:
-        return self.history[-1] if self.history else {}
+        """The last epoch whose weights the model holds (a rolled-back epoch does not count)."""
+        kept = [r for r in self.history if not r.get("rolled_back")]
+        return kept[-1] if kept else {}
 
 
 def seed_everything(seed: int) -> None:
@@ -249,7 +251,7 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, attack_cfg: AttackC
                 model.load_state_dict(last_good)
                 stopped = (f"catastrophic overfitting at epoch {epoch + 1}: PGD-10 accuracy on a training batch fell "
                            f"from {guard_best:.3f} to {guard_acc:.3f}; rolled back to epoch {epoch} and stopped")
-                record["stopped"] = stopped
+                record.update(stopped=stopped, rolled_back=True)
                 if log:
                     log(stopped)
             else:
