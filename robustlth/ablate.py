@@ -227,18 +227,17 @@ def _plots(ok: pd.DataFrame, out: Path, axes: AblateConfig, bench: dict) -> list
     import matplotlib.pyplot as plt
     files = []
 
-    def line_plot(x: str, metrics: list[str], group: str, name: str, title: str):
+    def line_plot(x: str, metrics: list[str], group: str, name: str):
+        metrics = [m for m in metrics if m in ok and ok[m].notna().any()]
         fig, ax = plt.subplots(figsize=(6, 4))
         for (g, arm), sub in ok.groupby([group, "arm"]):
+            sub = sub.sort_values(x)
             for metric in metrics:
-                if metric not in sub:
-                    continue
-                sub = sub.sort_values(x)
                 ax.plot(sub[x], sub[metric], marker="o", ls="-" if arm == "ticket" else "--",
                         label=f"{arm} {metric} ({group}={g})")
         ax.set_xlabel(x)
         ax.set_ylabel("accuracy")
-        ax.set_title(title)
+        ax.set_title(f"{', '.join(metrics)} vs {x}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
         fig.tight_layout()
@@ -248,13 +247,13 @@ def _plots(ok: pd.DataFrame, out: Path, axes: AblateConfig, bench: dict) -> list
 
     e1, e5, fin = _metric(bench, "epoch1"), _metric(bench, "epoch5"), _metric(bench, "final")
     if len(axes.budget) > 1:
-        line_plot("budget", [fin], "search_lr", "accuracy_vs_budget.png", "final accuracy vs retraining budget")
+        line_plot("budget", [fin], "search_lr", "accuracy_vs_budget.png")
     if len(axes.ratio) > 1:
-        line_plot("ratio", [e1, e5], "search_lr", "early_accuracy_vs_ratio.png", "epoch-1/5 accuracy vs pruning ratio")
+        line_plot("ratio", [e1, e5], "search_lr", "early_accuracy_vs_ratio.png")
     if len(axes.width) > 1:
-        line_plot("width", [e1], "search_lr", "epoch1_vs_width.png", "epoch-1 accuracy vs width")
+        line_plot("width", [e1], "search_lr", "epoch1_vs_width.png")
     if len(axes.search_lr) > 1:
-        line_plot("search_lr", [e1, fin], "ratio", "accuracy_vs_search_lr.png", "accuracy vs search LR")
+        line_plot("search_lr", [e1, fin], "ratio", "accuracy_vs_search_lr.png")
     if axes.controls and {"ticket", "reinit"} <= set(ok["arm"]):
         keys = ["cell"]
         pair = ok[ok.arm == "ticket"].merge(ok[ok.arm == "reinit"], on=keys, suffixes=("_ticket", "_reinit"))

@@ -48,7 +48,10 @@ def test_ratio_consistent_with_phase_times(smoke):
     assert r["arms"]["reinit"]["search_time"] == pytest.approx(t["search_time"])
     target = r["arms"]["dense"]["curve"][-1]["pgd20"] - 0.01
     assert r["headline"]["target_pgd20"] == pytest.approx(target)
-    assert r["headline"]["time_to_target"]["dense"] is not None
+    ttt = r["headline"]["time_to_target"]
+    assert ttt["dense"] is not None
+    if ttt["ticket"] is not None:
+        assert r["headline"]["time_to_target_vs_dense"] == pytest.approx(ttt["ticket"] / ttt["dense"])
 
 
 def test_rerun_resumes_from_disk_and_report_rerenders(smoke, capsys):

@@ -126,6 +126,8 @@ def headline(arms: dict, b: BenchConfig) -> dict:
          "target_pgd20": target, "target_split": dense["eval_split"],
          "time_to_target": ttt,
          "time_to_target_ratio": (ttt["ticket"] / dense["total_time"]) if ttt["ticket"] is not None else None,
+         # The dense run may itself reach the target long before its budget ends: compare with that too.
+         "time_to_target_vs_dense": (ttt["ticket"] / ttt["dense"]) if ttt["ticket"] and ttt["dense"] else None,
          "final_clean_diff": t["clean"] - d["clean"], f"final_{first}_diff": t[first] - d[first],
          "final_worst_case_diff": t["worst_case"] - d["worst_case"]}
     if dense["eval_split"] == "val":  # best epochs chosen on validation data, never on the test set

@@ -103,6 +103,9 @@ def render_markdown(results: dict, plots: Iterable[str]) -> str:
              f"- Final test-set differences ticket − dense: clean {h['final_clean_diff']:+.4f}, "
              + ", ".join(f"{k[6:-5]} {v:+.4f}" for k, v in h.items() if k.startswith("final_") and k.endswith("_diff")
                          and k != "final_clean_diff") + "."]
+    if h.get("time_to_target_vs_dense") is not None:
+        lines.append(f"- The dense run itself reached the target after {ttt['dense']:.1f} s: the ticket's time to target is "
+                     f"**{h['time_to_target_vs_dense']:.2f}x** the dense run's (below 1: the ticket gets there sooner).")
     if "best_epoch_val" in h:
         lines.append("- Best epoch by validation PGD-20 (reported, not used for the table): " +
                      ", ".join(f"{k} {v}" for k, v in h["best_epoch_val"].items()) + ".")
