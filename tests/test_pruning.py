@@ -3,7 +3,7 @@ import torch
 
 from robustlth.config import AttackConfig, DataConfig, ModelConfig, PruneConfig, TrainConfig
 from robustlth.models import build_model
-from robustlth.pruning import (STRATEGY_NAMES, RandomPruning, SearchSpec, Ticket, TicketError, apply_mask,
+from robustlth.pruning import (STRATEGY_NAMES, SearchSpec, Ticket, TicketError, apply_mask,
                                conv_bn_pairs, count, dense_mask, find_ticket, full_mask, load_ticket, make_control,
                                make_strategy, output_layer, prunable_weights, save_ticket, sparsity_report,
                                ticket_model)

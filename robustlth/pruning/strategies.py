@@ -10,6 +10,7 @@ from typing import Optional, Sequence
 import torch
 import torch.nn as nn
 
+from ..config import STRATEGIES
 from .masks import Mask, output_layer, prunable_weights
 
 
@@ -151,4 +152,4 @@ def make_strategy(name: str, output_rate: Optional[float] = None, dense_layers: 
                      "movement")
 
 
-STRATEGY_NAMES = ("global_normalized", "global", "layerwise", "random", "movement")
+STRATEGY_NAMES = STRATEGIES
