@@ -77,7 +77,7 @@ def cmd_train(args) -> int:
     from .data import load_dataset
     from .models import build_model
     from .runs import RunDir
-    from .training import train
+    from .training import seed_everything, train
     device = _setup(args)
     sec = _sections(args)
     data_cfg = config_from_args(DataConfig, args, sec.get("data"))
@@ -98,7 +98,6 @@ def cmd_train(args) -> int:
     data = load_dataset(data_cfg)
     run = RunDir.create(args.out, "train", run_hash, config, device, train_cfg.seed)
     _say(f"run directory: {run.path}")
-    from .training import seed_everything
     seed_everything(train_cfg.seed)
     mask = None
     if ticket is not None:

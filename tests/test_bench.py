@@ -77,3 +77,18 @@ def test_bad_bench_values(capsys):
     assert main(["bench", "--preset", "smoke", "--arms", "dense,nosuch", "--device", "cpu"]) == 2
     assert "arms='nosuch'" in capsys.readouterr().err
     assert main(["bench", "--preset", "smoke", "--arms", "ticket", "--device", "cpu"]) == 2
+
+
+def test_all_control_arms_run(tmp_path):
+    args = ["bench", "--preset", "smoke", "--out", str(tmp_path), "--device", "cpu", "--no-progress",
+            "--arms", "dense,ticket,random_prune,winning,fast_at", "--final-attacks", "pgd3"]
+    assert main(args) == 0
+    (run,) = tmp_path.glob("bench_*")
+    r = json.loads((run / "results.json").read_text())
+    arms = r["arms"]
+    assert list(arms) == ["dense", "ticket", "random_prune", "winning", "fast_at"]
+    assert arms["random_prune"]["search_time"] == 0 and arms["random_prune"]["sparsity"] == pytest.approx(0.8, abs=1e-3)
+    assert arms["winning"]["search_time"] > 0 and arms["winning"]["sparsity"] == pytest.approx(0.8, abs=1e-3)
+    assert arms["fast_at"]["train_config"]["schedule"] == "onecycle" and arms["fast_at"]["sparsity"] == 0
+    # The winning control searched at LR 0.1, the ticket at the model's small default: two different searches.
+    assert len(list((run / "search").glob("ticket_*"))) == 2
