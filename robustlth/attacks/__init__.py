@@ -7,6 +7,7 @@ with fixed settings, so there is one inner loop to keep fast.
 from __future__ import annotations
 
 import re
+from abc import ABC, abstractmethod
 from typing import Optional
 
 import torch
@@ -32,7 +33,7 @@ def cw_margin_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 LOSSES = {"ce": ce_loss, "cw": cw_margin_loss}
 
 
-class Attack:
+class Attack(ABC):
     """Base contract. Subclasses implement `perturb`; callers use `attack(model, x, y)`."""
 
     name = "attack"
@@ -60,8 +61,9 @@ class Attack:
                 p.requires_grad_(True)
             model.train(was_training)
 
-    def perturb(self, model, x, y, generator):  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def perturb(self, model, x, y, generator) -> torch.Tensor:
+        """The adversarial images for (x, y); called with gradients enabled and the model in its attack mode."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(eps={self.eps:.5f}, mode={self.model_mode})"

@@ -5,6 +5,7 @@ ties are broken deterministically by position (a stable sort), so the same input
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Optional, Sequence
 
 import torch
@@ -37,12 +38,13 @@ def _n_prune(mask: Mask, names: Sequence[str], fraction: float) -> int:
     return int(round(fraction * sum(int(mask[n].sum()) for n in names)))
 
 
-class Strategy:
+class Strategy(ABC):
     """Base: `prune(model, mask, fraction, init_state)` -> new mask."""
     name = "strategy"
 
+    @abstractmethod
     def prune(self, model: nn.Module, mask: Mask, fraction: float, init_state: Optional[dict] = None) -> Mask:
-        raise NotImplementedError  # pragma: no cover
+        """Prune `fraction` of the weights that `mask` still keeps."""
 
 
 class GlobalMagnitude(Strategy):
