@@ -67,13 +67,27 @@ def _arms(controls: bool) -> list[str]:
     return ["ticket", "reinit"] if controls else ["ticket"]
 
 
-def run_search(cell: dict, data_cfg: dict, root: str, device_name: str = "auto") -> float:
-    """Stage 1: the cell's ticket search (shared on disk with every cell of the same search)."""
+def _search_key(cell: dict) -> str:
+    """Cells with the same key share one search training (pruning ratio and retraining budget do not matter)."""
+    bench = {k: v for k, v in cell["bench"].items() if k not in ("ratio", "ticket_epochs")}
+    return json.dumps([bench, cell["model"]], sort_keys=True)
+
+
+def run_searches(cells: list[dict], data_cfg: dict, root: str, device_name: str = "auto") -> list[float]:
+    """Stage 1: the search training these cells share, then one ticket per pruning ratio they need.
+
+    One job per training configuration, so no two jobs ever write the same search directory.
+    """
     from .data import load_dataset
     from .device import resolve_device
-    b, m, d = BenchConfig.from_dict(cell["bench"]), ModelConfig.from_dict(cell["model"]), DataConfig.from_dict(data_cfg)
-    ticket = search_ticket(b, d, m, b.search_lr, load_dataset(d), resolve_device(device_name), Path(root) / "search", None)
-    return ticket.meta["search_time"]
+    d = DataConfig.from_dict(data_cfg)
+    data, device = load_dataset(d), resolve_device(device_name)
+    by_ratio = {c["bench"]["ratio"]: c for c in cells}
+    times = []
+    for cell in by_ratio.values():
+        b, m = BenchConfig.from_dict(cell["bench"]), ModelConfig.from_dict(cell["model"])
+        times.append(search_ticket(b, d, m, b.search_lr, data, device, Path(root) / "search", None).meta["search_time"])
+    return times
 
 
 def run_cell(cell: dict, data_cfg: dict, root: str, controls: bool, device_name: str = "auto") -> dict:
@@ -156,16 +170,14 @@ def run_grid(axes: AblateConfig, bench: BenchConfig, data_cfg: DataConfig, model
     todo = [c for c in cells if not (run.path / "cells" / c["id"] / "result.json").exists()]
     if log:
         log(f"ablation directory: {run.path}: {len(cells)} cells, {len(todo)} to run")
-    # Stage 1: one search per distinct search configuration (a failed search fails its cells in stage 2).
-    searches = {}
+    # Stage 1: one job per search training configuration (a failed search fails its cells in stage 2).
+    groups: dict[str, list[dict]] = {}
     for c in todo:
-        b = c["bench"]
-        key = json.dumps([b["search_lr"], b["search_attack"], b["search_epochs"], b["ratio"], c["model"]["width"]])
-        searches.setdefault(key, c)
+        groups.setdefault(_search_key(c), []).append(c)
     if launcher.kind == "submitit":
         launcher.folder = run.path / "submitit"
     try:
-        launcher.map(run_search, [(c, data_cfg.to_dict(), str(run.path), device_name) for c in searches.values()])
+        launcher.map(run_searches, [(g, data_cfg.to_dict(), str(run.path), device_name) for g in groups.values()])
     except Exception as e:  # the cells that need it will record the error
         if log:
             log(f"a search failed ({type(e).__name__}: {e}); its cells will be recorded as failed")
@@ -222,9 +234,8 @@ def write_outputs(df: pd.DataFrame, grid_dir: Path, axes: AblateConfig) -> None:
 
 
 def _plots(ok: pd.DataFrame, out: Path, axes: AblateConfig, bench: dict) -> list[str]:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .plotting import pyplot, save_figure
+    plt = pyplot()
     files = []
 
     def line_plot(x: str, metrics: list[str], group: str, name: str):
@@ -238,12 +249,7 @@ def _plots(ok: pd.DataFrame, out: Path, axes: AblateConfig, bench: dict) -> list
         ax.set_xlabel(x)
         ax.set_ylabel("accuracy")
         ax.set_title(f"{', '.join(metrics)} vs {x}")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(out / name, dpi=120)
-        plt.close(fig)
-        files.append(name)
+        files.append(save_figure(fig, out / name, [ax], legend_size=7))
 
     e1, e5, fin = _metric(bench, "epoch1"), _metric(bench, "epoch5"), _metric(bench, "final")
     if len(axes.budget) > 1:
@@ -266,11 +272,7 @@ def _plots(ok: pd.DataFrame, out: Path, axes: AblateConfig, bench: dict) -> list
         ax.set_xlabel("random re-init")
         ax.set_ylabel("ticket")
         ax.set_title("ticket vs random re-initialisation (one point per cell)")
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(out / "ticket_vs_reinit.png", dpi=120)
-        plt.close(fig)
-        files.append("ticket_vs_reinit.png")
+        files.append(save_figure(fig, out / "ticket_vs_reinit.png", [ax]))
     return files
 
 

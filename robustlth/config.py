@@ -85,8 +85,6 @@ def _default(f: dataclasses.Field) -> Any:
 def _plain(value: Any) -> Any:
     if isinstance(value, tuple):
         return [_plain(v) for v in value]
-    if isinstance(value, Config):
-        return value.to_dict()
     return value
 
 

@@ -74,3 +74,10 @@ def test_submitit_local_executor(tmp_path):
     assert len(df) == 2 and (df["status"] == "ok").all() and sorted(df["epochs"]) == [1, 2]
     assert (grid / "submitit").is_dir()
     assert (grid / "accuracy_vs_budget.png").exists()
+
+
+def test_search_groups_ignore_ratio_and_budget():
+    from robustlth.ablate import _search_key
+    cells = expand(AblateConfig(search_lr=(0.01, 0.1), ratio=(0.5, 0.8), budget=(2, 4)), BenchConfig(),
+                   ModelConfig(model="cnn6"))
+    assert len({_search_key(c) for c in cells}) == 2  # one search training per search LR

@@ -114,14 +114,14 @@ class PGD(Attack):
     def _run(self, model, x, y, lo, hi, generator) -> torch.Tensor:
         if self.random_start:
             noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-            delta = torch.minimum(torch.maximum((2 * noise - 1) * self.init_radius, lo), hi)
+            delta = ((2 * noise - 1) * self.init_radius).clamp_(lo, hi)
         else:
             delta = torch.zeros_like(x)
         for _ in range(self.steps):
             delta.requires_grad_(True)
             loss = self.loss_fn(model(x + delta), y)
             grad, = torch.autograd.grad(loss, delta)  # input gradient only: no weight gradients computed
-            delta = torch.minimum(torch.maximum(delta.detach() + self.step_size * grad.sign(), lo), hi)
+            delta = (delta.detach() + self.step_size * grad.sign()).clamp_(lo, hi)
         return delta
 
 

@@ -45,9 +45,8 @@ def markdown_table(df: pd.DataFrame) -> str:
 
 
 def plot(results: dict, out_dir: Path) -> list[str]:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ..plotting import pyplot, save_figure
+    plt = pyplot()
     files = []
     split = next(iter(results["arms"].values()))["eval_split"]
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -59,12 +58,7 @@ def plot(results: dict, out_dir: Path) -> list[str]:
     ax.axhline(results["headline"]["target_pgd20"], color="grey", ls="--", lw=0.8, label="dense final − tol.")
     ax.set_xlabel("wall-clock seconds (search + training; evaluation excluded)")
     ax.set_ylabel(f"PGD-20 accuracy ({split})")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out_dir / "robust_vs_time.png", dpi=120)
-    plt.close(fig)
-    files.append("robust_vs_time.png")
+    files.append(save_figure(fig, out_dir / "robust_vs_time.png", [ax]))
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for name, a in results["arms"].items():
         epochs = [p["epoch"] for p in a["curve"]]
@@ -73,12 +67,7 @@ def plot(results: dict, out_dir: Path) -> list[str]:
     for ax, what in zip(axes, ("clean", "PGD-20")):
         ax.set_xlabel("epoch")
         ax.set_ylabel(f"{what} accuracy ({split})")
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(out_dir / "accuracy_vs_epoch.png", dpi=120)
-    plt.close(fig)
-    files.append("accuracy_vs_epoch.png")
+    files.append(save_figure(fig, out_dir / "accuracy_vs_epoch.png", axes))
     return files
 
 

@@ -60,14 +60,6 @@ def to_float(x: torch.Tensor, memory_format: torch.memory_format = torch.contigu
     return x.to(memory_format=memory_format).float().div_(255)
 
 
-def eval_batches(split: Split, batch_size: int, device: torch.device,
-                 memory_format: torch.memory_format = torch.contiguous_format
-                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Batches in order, no augmentation."""
-    for i in range(0, len(split), batch_size):
-        yield to_float(split.x[i:i + batch_size].to(device), memory_format), split.y[i:i + batch_size].to(device)
-
-
 def as_float(split: Split, device: torch.device, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The first `n` images of a split as one float tensor on the device (for fixed evaluation sets)."""
     n = len(split) if n is None else min(n, len(split))

@@ -286,9 +286,4 @@ def _format_record(r: dict) -> str:
     return " | ".join(parts)
 
 
-def load_weights(model: nn.Module, run: RunDir, device: torch.device) -> None:
-    ckpt = torch.load(run.file("checkpoint.pt"), map_location=device, weights_only=False)
-    model.load_state_dict(ckpt["model"])
-
-
 __all__ = ["train", "TrainResult", "TrainingError", "MaskEnforcer", "seed_everything", "lr_at", "make_step"]
