@@ -18,7 +18,9 @@ from typing import Any, Optional, Tuple
 import yaml
 
 # Bump when the meaning of a hyperparameter changes, so old run directories are not reused by mistake.
-SCHEMA_VERSION = 1
+# 2: the LR is scaled linearly from a reference batch of 128; precision, channels_last and CUDA graphs are
+#    chosen per device unless given.
+SCHEMA_VERSION = 2
 
 
 class ConfigError(ValueError):
@@ -128,7 +130,7 @@ class ModelConfig(Config):
 
 
 ATTACK_MODES = ("none", "fgsm", "fgsm_rs", "nfgsm", "pgd")
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SCHEDULES = ("constant", "step", "onecycle")
 
 
@@ -168,8 +170,15 @@ class TrainConfig(Config):
     eval_n: int = field(default=512, metadata={"help": "images in the fixed per-epoch evaluation subset"})
     eval_steps: int = field(default=20, metadata={"help": "PGD steps of the per-epoch robust evaluation (0: off)"})
     guard: bool = field(default=True, metadata={"help": "catastrophic-overfitting guard for single-step modes"})
-    precision: str = field(default="fp32", metadata={"help": "fp32, bf16 or fp16 autocast"})
-    channels_last: bool = False
+    lr_reference_batch: Optional[int] = field(default=128, metadata={
+        "help": "lr is the LR at this batch size: it is scaled by batch_size / this, with a warm-up when scaled "
+                "up (none: lr as given)"})
+    precision: str = field(default="auto", metadata={
+        "help": "auto (bf16 on CUDA devices that support it, else fp32), fp32, bf16 or fp16 autocast"})
+    channels_last: Optional[bool] = field(default=None, metadata={"help": "channels_last memory format "
+                                                                          "(default: on for CUDA)"})
+    cuda_graphs: Optional[bool] = field(default=None, metadata={
+        "help": "capture the whole training step as a CUDA graph (default: on for CUDA, fp32/bf16, no compile)"})
     compile: bool = field(default=False, metadata={"help": "torch.compile the model"})
     seed: int = field(default=0, metadata={"help": "seed for initialisation, batch order and attack noise"})
 
@@ -189,6 +198,13 @@ class TrainConfig(Config):
         _check(self.eval_n >= 1, "eval_n", self.eval_n, "an integer >= 1")
         _check(self.eval_steps >= 0, "eval_steps", self.eval_steps, "an integer >= 0")
         _choice("precision", self.precision, PRECISIONS)
+        _check(self.lr_reference_batch is None or (isinstance(self.lr_reference_batch, int)
+                                                   and self.lr_reference_batch >= 1),
+               "lr_reference_batch", self.lr_reference_batch, "an integer >= 1 or none")
+        _check(not (self.cuda_graphs and self.compile), "cuda_graphs", self.cuda_graphs,
+               "off when compile is on (choose one)")
+        _check(not (self.cuda_graphs and self.precision == "fp16"), "cuda_graphs", self.cuda_graphs,
+               "off with fp16 (its grad scaler synchronises with the host); use bf16 or fp32")
 
 
 STRATEGIES = ("global_normalized", "global", "layerwise", "random", "movement")
@@ -277,7 +293,7 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type[Config], prefix: 
         help_text = f.metadata.get("help", "")
         help_text = f"{help_text} (default: {_plain(default)})".strip().replace("%", "%%")
         dest = prefix.replace("-", "_") + f.name
-        if tp is bool:
+        if _base_type(tp)[0] is bool:
             group.add_argument(flag_name(prefix, f.name), dest=dest, action=argparse.BooleanOptionalAction,
                                default=argparse.SUPPRESS, help=help_text)
         else:

@@ -25,8 +25,32 @@ def resolve_device(name: Optional[str] = "auto") -> torch.device:
     return device
 
 
+def resolve_precision(device: torch.device, precision: str) -> str:
+    """'auto' is bf16 on CUDA devices that support it (measured faster at equal accuracy), else fp32."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "fp32"
+
+
+def resolve_channels_last(device: torch.device, channels_last: Optional[bool]) -> bool:
+    """None (auto) is channels_last on CUDA, where convolutions run faster in it."""
+    return device.type == "cuda" if channels_last is None else bool(channels_last)
+
+
+def resolve_cuda_graphs(device: torch.device, cuda_graphs: Optional[bool], precision: str, compile_: bool) -> bool:
+    """None (auto) captures the training step as a CUDA graph on CUDA unless compile or fp16 is in use."""
+    if cuda_graphs is None:
+        return device.type == "cuda" and not compile_ and precision != "fp16"
+    if cuda_graphs and device.type != "cuda":
+        raise ValueError(f"cuda_graphs needs a CUDA device, not {device}; use --no-cuda-graphs")
+    return bool(cuda_graphs)
+
+
 def autocast(device: torch.device, precision: str):
-    """Autocast context for 'bf16'/'fp16'; a no-op for 'fp32'."""
+    """Autocast context for 'bf16'/'fp16'; a no-op for 'fp32' ('auto' is resolved for the device)."""
+    precision = resolve_precision(device, precision)
     if precision == "fp32":
         return contextlib.nullcontext()
     if precision == "fp16" and device.type == "cpu":
@@ -34,8 +58,14 @@ def autocast(device: torch.device, precision: str):
     return torch.autocast(device_type=device.type, dtype=_AUTOCAST_DTYPES[precision])
 
 
-def memory_format(channels_last: bool) -> torch.memory_format:
+def memory_format(channels_last: Optional[bool]) -> torch.memory_format:
     return torch.channels_last if channels_last else torch.contiguous_format
+
+
+def tune_for_static_shapes(device: torch.device) -> None:
+    """Let cuDNN pick the fastest kernels for the fixed batch shapes training uses (no effect on CPU)."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
 
 
 def synchronize(device: torch.device) -> None:

@@ -68,12 +68,26 @@ def robust_flags(model: nn.Module, attack: Attack, x: torch.Tensor, y: torch.Ten
     return torch.cat(flags) if flags else torch.zeros(0, dtype=torch.bool, device=x.device)
 
 
+class Autocast(nn.Module):
+    """Runs a model under the evaluation's autocast and hands float32 logits to attacks written for fp32."""
+
+    def __init__(self, model: nn.Module, precision: str):
+        super().__init__()
+        self.model, self.precision = model, precision
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with autocast(x.device, self.precision):
+            return self.model(x).float()
+
+
 def autoattack_flags(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int = 0,
-                     batch_size: int = 256) -> torch.Tensor:
-    """AutoAttack, standard version (APGD-CE, APGD-T, FAB-T, Square), reference implementation."""
+                     batch_size: int = 256, precision: str = "fp32") -> torch.Tensor:
+    """AutoAttack, standard version (APGD-CE, APGD-T, FAB-T, Square), reference implementation, run on the
+    model in the evaluation's precision (as every other attack is)."""
     from pyautoattack import AutoAttack
     with eval_mode(model):
-        adversary = AutoAttack(model, eps=eps, norm="Linf", version="standard", seed=seed, device=x.device)
+        target = model if precision == "fp32" else Autocast(model, precision).eval()
+        adversary = AutoAttack(target, eps=eps, norm="Linf", version="standard", seed=seed, device=x.device)
         adversary.verbose = False
         _, y_adv = adversary.run_standard_evaluation(x, y, batch_size=batch_size)
     return y_adv.to(y.device) == y
@@ -107,7 +121,7 @@ def torchattacks_flags(name: str, model: nn.Module, x: torch.Tensor, y: torch.Te
 
 def _attack_flags(spec: str, model, x, y, eps, batch_size, seed, precision) -> torch.Tensor:
     if spec == "autoattack":
-        return autoattack_flags(model, x, y, eps, seed=seed, batch_size=batch_size)
+        return autoattack_flags(model, x, y, eps, seed=seed, batch_size=batch_size, precision=precision)
     if spec.startswith("ta-"):
         return torchattacks_flags(spec[3:], model, x, y, eps, batch_size)
     gen = torch.Generator(device=x.device).manual_seed(seed)

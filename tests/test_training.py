@@ -53,7 +53,8 @@ def test_pgd_is_at_least_as_strong_as_fgsm_on_trained_model(data):
 
 
 def test_one_epoch_of_pgd_at_beats_natural_training_under_attack(data):
-    cfg = TrainConfig(epochs=1, lr=0.05, schedule="constant", batch_size=50, eval_n=200, eval_steps=10)
+    cfg = TrainConfig(epochs=1, lr=0.05, schedule="constant", batch_size=50, eval_n=200, eval_steps=10,
+                      lr_reference_batch=None)
     natural = train(_model(), data, cfg, AttackConfig(attack="none"), CPU).final
     adversarial = train(_model(), data, cfg, AttackConfig(attack="pgd", attack_steps=5), CPU).final
     assert adversarial["eval_pgd"] > natural["eval_pgd"] + 0.1
@@ -133,3 +134,36 @@ def test_rewind_state_is_weights_after_k_steps(data, monkeypatch):
     for k, v in three.state_dict().items():
         assert torch.equal(result.rewind_state[k], v), k
     assert train(_model(), data, cfg, AttackConfig(), CPU, rewind_iteration=0).rewind_state is not None
+
+
+@pytest.mark.parametrize("attack,n_steps", [(None, 4), ("pgd", 1)])
+def test_static_step_computes_what_the_eager_step_with_torch_sgd_computes(attack, n_steps):
+    """The arithmetic the CUDA graph captures (own SGD update, LR in a tensor, masks), checked on CPU. Under
+    PGD only one step is compared exactly: the sign of near-zero input gradients amplifies last-bit
+    differences of the weights (p - lr*buf vs torch's p + (-lr)*buf) into different adversarial examples."""
+    from robustlth.training import EagerStep, MaskEnforcer
+    from robustlth.training.steps import StaticStep
+    models = [_model(), _model()]
+    g = torch.Generator().manual_seed(1)
+    mask = {n: (torch.rand(p.shape, generator=g) > 0.5).float() for n, p in models[0].named_parameters() if p.ndim > 1}
+    steps = []
+    for m, cls in zip(models, (EagerStep, StaticStep)):
+        opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+        atk = PGD(8 / 255, steps=3, model_mode="train") if attack else None
+        steps.append(cls(m, opt, atk, MaskEnforcer(m, mask), CPU))
+    for i in range(n_steps):
+        x, y = torch.rand(16, 3, 32, 32, generator=g), torch.randint(0, 10, (16,), generator=g)
+        losses = []
+        for step in steps:
+            step.set_lr(0.1 / (i + 1))
+            torch.manual_seed(100 + i)
+            losses.append(float(step(x, y)[0]))
+        assert losses[0] == pytest.approx(losses[1], rel=1e-6)
+    for (name, a), b in zip(models[0].state_dict().items(), models[1].state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), rtol=1e-5, atol=1e-6), name
+    for name, p in models[1].named_parameters():
+        if name in mask:
+            assert torch.all(p[mask[name] == 0] == 0)
+    for p0, p1 in zip(models[0].parameters(), models[1].parameters()):
+        b0, b1 = steps[0].opt.state[p0]["momentum_buffer"], steps[1].opt.state[p1]["momentum_buffer"]
+        assert torch.allclose(b0, b1, rtol=1e-5, atol=1e-6)

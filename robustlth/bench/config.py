@@ -34,13 +34,17 @@ class BenchConfig(Config):
     final_attacks: Tuple[str, ...] = field(default=("pgd20", "pgd100", "cw", "autoattack"),
                                            metadata={"help": "final test-set attacks (empty: no final evaluation)"})
     final_n: int = field(default=1000, metadata={"help": "test images of the final evaluation"})
+    eval_batch_size: int = field(default=256, metadata={"help": "images per batch of the final attacks"})
     autoattack_n: Optional[int] = field(default=None, metadata={
         "help": "AutoAttack only on the first N final images (none: all); its worst case is reported too"})
     target_tolerance: float = field(default=0.01, metadata={
         "help": "time-to-target counts an arm as there within this of the dense final PGD-20"})
     seed: int = 0
-    precision: str = "fp32"
-    channels_last: bool = False
+    precision: str = field(default="auto", metadata={"help": "auto (bf16 on CUDA with bf16 support, else fp32), "
+                                                             "fp32, bf16 or fp16"})
+    channels_last: Optional[bool] = field(default=None, metadata={"help": "none: on for CUDA"})
+    cuda_graphs: Optional[bool] = field(default=None, metadata={
+        "help": "capture each training step as a CUDA graph (none: on for CUDA with fp32/bf16)"})
 
     def validate(self) -> None:
         for a in self.arms:
@@ -49,7 +53,7 @@ class BenchConfig(Config):
             raise ConfigError(f"invalid arms={list(self.arms)!r}: expected dense and ticket among them")
         _choice("train_attack", self.train_attack, ATTACK_MODES)
         for name in ("dense_epochs", "ticket_epochs", "search_epochs", "final_n", "eval_n", "batch_size",
-                     "attack_steps"):
+                     "attack_steps", "eval_batch_size"):
             v = getattr(self, name)
             _check(isinstance(v, int) and v >= 1, name, v, "an integer >= 1")
         _choice("search_attack", self.search_attack, ATTACK_MODES)
@@ -78,6 +82,16 @@ PRESETS = {
                       "eval_n": 256, "final_attacks": ["pgd20", "pgd100", "cw", "autoattack"], "final_n": 1000,
                       "autoattack_n": 200, "precision": "bf16", "channels_last": True,
                       "arms": ["dense", "ticket", "reinit"]}},
+    # One GPU (H100/H200) in at most 10 minutes end to end: ResNet-18 on full CIFAR-10 (torchvision download,
+    # or offline `--data cifar10-jpeg:PATH`), the paper's proportions shortened, batch 512 (LR scaled linearly
+    # from 0.1 at 128, with warm-up), bf16 + channels_last + CUDA graphs by default on CUDA, the final attacks
+    # on the first 1,000 test images.
+    "gpu": {"data": {"data": "cifar10", "val_size": 1000},
+            "model": {"model": "resnet18", "width": 1.0},
+            "bench": {"dense_epochs": 8, "ticket_epochs": 4, "search_epochs": 2, "batch_size": 512,
+                      "eval_n": 1000, "final_n": 1000, "eval_batch_size": 1000,
+                      "final_attacks": ["pgd20", "pgd100", "cw", "autoattack"],
+                      "arms": ["dense", "ticket", "reinit", "fast_at"]}},
     # The paper's setting (GPU): VGG-16, 100 dense epochs vs 20 FGSM search + 40 ticket epochs, full CIFAR-10.
     "paper": {"data": {"data": "cifar10", "val_size": 5000},
               "model": {"model": "vgg16", "width": 1.0},

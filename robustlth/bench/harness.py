@@ -27,7 +27,7 @@ def bench_hash(bench: BenchConfig, data: DataConfig, model: ModelConfig) -> str:
 def _train_cfg(b: BenchConfig, epochs: int, **changes) -> TrainConfig:
     return TrainConfig(epochs=epochs, batch_size=b.batch_size, lr=b.lr, weight_decay=b.weight_decay,
                        eval_n=b.eval_n, eval_steps=20, precision=b.precision, channels_last=b.channels_last,
-                       seed=b.seed).replace(**changes)
+                       cuda_graphs=b.cuda_graphs, seed=b.seed).replace(**changes)
 
 
 def search_ticket(b: BenchConfig, data_cfg: DataConfig, model_cfg: ModelConfig, lr: float, data: Dataset,
@@ -35,7 +35,8 @@ def search_ticket(b: BenchConfig, data_cfg: DataConfig, model_cfg: ModelConfig, 
     spec = SearchSpec(data=data_cfg, model=model_cfg,
                       search=TrainConfig(epochs=b.search_epochs, lr=lr, batch_size=b.batch_size,
                                          weight_decay=b.weight_decay, eval_n=b.eval_n, eval_steps=0,
-                                         precision=b.precision, channels_last=b.channels_last, seed=b.seed),
+                                         precision=b.precision, channels_last=b.channels_last,
+                                         cuda_graphs=b.cuda_graphs, seed=b.seed),
                       attack=AttackConfig(attack=b.search_attack, eps=b.eps),
                       prune=PruneConfig(strategy=b.strategy, ratio=b.ratio))
     return find_ticket(spec, device, root, data=data, log=log)[0]
@@ -79,13 +80,14 @@ def run_arm(arm: str, b: BenchConfig, data_cfg, model_cfg, data: Dataset, device
     if b.final_attacks:
         x, y = as_float(data.test, device, b.final_n)
         limits = {"autoattack": b.autoattack_n} if (b.autoattack_n and "autoattack" in b.final_attacks) else None
-        final = evaluate_robustness(model, x, y, b.final_attacks, eps=b.eps, batch_size=256, seed=b.seed,
-                                    precision=b.precision, limits=limits, log=log)
+        final = evaluate_robustness(model, x, y, b.final_attacks, eps=b.eps, batch_size=b.eval_batch_size, seed=b.seed,
+                                    precision=result.settings["precision"], limits=limits, log=log)
     curve = [{"epoch": r["epoch"], "wall_clock": search_time + r["train_time"], "clean": r["eval_clean"],
               "pgd20": r.get("eval_pgd"), "loss": r["loss"], "eval_loss": r["eval_loss"]} for r in result.history if not r.get("rolled_back")]
     out = {"arm": arm, "search_time": search_time, "train_time": result.train_time,
            "total_time": search_time + result.train_time, "eval_time": result.eval_time, "epochs": cfg.epochs,
            "stopped": result.stopped, "eval_split": result.eval_split, "sparsity": _sparsity(mask, model),
+           "settings": result.settings,
            "train_config": cfg.to_dict(), "curve": curve, "final": final}
     arm_run.write_json("arm.json", out)
     return out

@@ -3,9 +3,26 @@ from __future__ import annotations
 
 from ..config import TrainConfig
 
+LARGE_BATCH_WARMUP_EPOCHS = 5  # Goyal et al.'s gradual warm-up, capped at a tenth of short budgets
+
+
+def scaled_for_batch(cfg: TrainConfig) -> TrainConfig:
+    """The config with its LRs scaled linearly from `lr_reference_batch` to `batch_size` (Goyal et al.).
+
+    `lr` (and a warm-up's start) are read as values at the reference batch. When the LR is scaled up and
+    no warm-up was asked for, a linear warm-up from the reference LR covers min(5, epochs / 10) epochs.
+    """
+    if cfg.lr_reference_batch is None or cfg.batch_size == cfg.lr_reference_batch:
+        return cfg
+    k = cfg.batch_size / cfg.lr_reference_batch
+    changes = {"lr": cfg.lr * k, "warmup_start_lr": cfg.warmup_start_lr * k, "lr_reference_batch": None}
+    if k > 1 and not cfg.warmup_epochs:
+        changes.update(warmup_epochs=min(LARGE_BATCH_WARMUP_EPOCHS, cfg.epochs / 10), warmup_start_lr=cfg.lr)
+    return cfg.replace(**changes)
+
 
 def lr_at(cfg: TrainConfig, iteration: int, iters_per_epoch: int) -> float:
-    """The learning rate for `iteration` (0-based) of a run of `cfg.epochs` epochs.
+    """The learning rate for `iteration` (0-based) of a run of `cfg.epochs` epochs (after `scaled_for_batch`).
 
     constant: cfg.lr. step: cfg.lr times gamma for each milestone (fraction of the budget) passed.
     onecycle: linear 0 -> lr over the first 40 % of the budget, then linear to 0 (fast AT).

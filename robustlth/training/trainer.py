@@ -15,15 +15,16 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..attacks import PGD, training_attack
 from ..config import AttackConfig, TrainConfig
 from ..data import Dataset, TrainLoader, as_float
-from ..device import autocast, memory_format, synchronize
+from ..device import (memory_format, resolve_channels_last, resolve_cuda_graphs, resolve_precision,
+                      synchronize, tune_for_static_shapes)
 from ..evaluate import predict, robust_flags
 from ..runs import RunDir, atomic_torch_save
-from .schedules import lr_at
+from .schedules import lr_at, scaled_for_batch
+from .steps import make_step
 
 Mask = dict[str, torch.Tensor]
 SINGLE_STEP = ("fgsm", "fgsm_rs", "nfgsm")
@@ -43,6 +44,7 @@ class TrainResult:
     stopped: Optional[str] = None
     rewind_state: Optional[dict] = None
     eval_split: str = "test"
+    settings: Optional[dict] = None  # what the config's automatic choices resolved to on this device
 
     @property
     def final(self) -> dict:
@@ -65,11 +67,12 @@ def _rng_state() -> dict:
 
 
 def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
+    # Generator states are CPU byte tensors, also when the checkpoint was loaded onto a GPU.
+    torch.set_rng_state(state["torch"].cpu())
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
 class MaskEnforcer:
@@ -110,35 +113,6 @@ class MaskEnforcer:
             torch._foreach_mul_(grads, masks)
 
 
-def make_step(model: nn.Module, opt: torch.optim.Optimizer, attack, enforcer: MaskEnforcer, device: torch.device,
-              precision: str = "fp32", scaler=None) -> Callable:
-    """One optimisation step on a batch (adversarial when `attack` is given): the product's hot path.
-
-    No host synchronisation: the loss and logits come back as device tensors.
-    """
-    def step(x: torch.Tensor, y: torch.Tensor):
-        with autocast(device, precision):
-            if attack is not None:
-                x = attack(model, x, y)
-            out = model(x)
-            loss = F.cross_entropy(out.float(), y)
-        opt.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.unscale_(opt)
-        else:
-            loss.backward()
-        enforcer.apply_to_grads()
-        if scaler is not None:
-            scaler.step(opt)
-            scaler.update()
-        else:
-            opt.step()
-        enforcer.apply_to_weights()
-        return loss.detach(), out.detach()
-    return step
-
-
 def _state_copy(model: nn.Module) -> dict:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
@@ -151,15 +125,22 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, attack_cfg: AttackC
     `rewind_iteration=k` also returns the weights after k optimiser steps (k = 0: the initial weights), for
     IMP with rewinding; with a run directory they are kept on disk so a resumed run still has them.
     """
-    fmt = memory_format(cfg.channels_last)
+    cfg = scaled_for_batch(cfg)
+    precision = resolve_precision(device, cfg.precision)
+    channels_last = resolve_channels_last(device, cfg.channels_last)
+    cuda_graphs = resolve_cuda_graphs(device, cfg.cuda_graphs, precision, cfg.compile)
+    settings = {"precision": precision, "channels_last": channels_last, "cuda_graphs": cuda_graphs,
+                "lr": cfg.lr, "warmup_epochs": cfg.warmup_epochs}
+    fmt = memory_format(channels_last)
+    tune_for_static_shapes(device)
     model.to(device=device, memory_format=fmt)
     enforcer = MaskEnforcer(model, mask)
     step_model = torch.compile(model) if cfg.compile else model
     attack = training_attack(attack_cfg)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    scaler = torch.amp.GradScaler(device.type) if (cfg.precision == "fp16" and device.type == "cuda") else None
+    scaler = torch.amp.GradScaler(device.type) if (precision == "fp16" and device.type == "cuda") else None
 
-    step = make_step(step_model, opt, attack, enforcer, device, cfg.precision, scaler)
+    step = make_step(step_model, opt, attack, enforcer, device, precision, scaler, cuda_graphs)
     loader = TrainLoader(data.train, cfg.batch_size, device, cfg.seed, augment, fmt)
     ipe = len(loader)
     eval_split = "val" if data.val is not None else "test"
@@ -219,8 +200,7 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, attack_cfg: AttackC
         for i, (x, y) in enumerate(batches):
             it = epoch * ipe + i
             lr = lr_at(cfg, it, ipe)
-            for group in opt.param_groups:
-                group["lr"] = lr
+            step.set_lr(lr)
             loss, out = step(x, y)
             loss_sum += loss * y.shape[0]
             correct += (out.argmax(1) == y).sum()
@@ -237,15 +217,15 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, attack_cfg: AttackC
         # --- per-epoch evaluation (timed separately) --------------------------------------------------
         t1 = time.perf_counter()
         eval_gen.manual_seed(cfg.seed + 7)  # the same random starts every epoch
-        flags, eval_loss = predict(model, x_eval, y_eval, precision=cfg.precision)
+        flags, eval_loss = predict(model, x_eval, y_eval, precision=precision)
         record = {"epoch": epoch + 1, "lr": lr, "loss": float(loss_sum) / seen, "train_acc": float(correct) / seen,
                   "eval_clean": float(flags.float().mean()), "eval_loss": float(eval_loss) / len(y_eval)}
         if eval_attack is not None:
             record["eval_pgd"] = float(robust_flags(model, eval_attack, x_eval, y_eval, generator=eval_gen,
-                                                    precision=cfg.precision).float().mean())
+                                                    precision=precision).float().mean())
         if guard_on:
             guard_acc = float(robust_flags(model, guard_attack, x_guard, y_guard, generator=eval_gen,
-                                           precision=cfg.precision).float().mean())
+                                           precision=precision).float().mean())
             record["guard_pgd"] = guard_acc
             if guard_best is not None and guard_acc < guard_best - GUARD_DROP:
                 model.load_state_dict(last_good)
@@ -273,7 +253,7 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, attack_cfg: AttackC
         raise TrainingError(f"rewind_iteration={rewind_iteration} is beyond the {cfg.epochs * ipe} iterations "
                             "of this run")
     return TrainResult(history=history, train_time=train_time, eval_time=eval_time, stopped=stopped,
-                       rewind_state=rewind_state, eval_split=eval_split)
+                       rewind_state=rewind_state, eval_split=eval_split, settings=settings)
 
 
 def _format_record(r: dict) -> str:
@@ -286,4 +266,4 @@ def _format_record(r: dict) -> str:
     return " | ".join(parts)
 
 
-__all__ = ["train", "TrainResult", "TrainingError", "MaskEnforcer", "seed_everything", "lr_at", "make_step"]
+__all__ = ["train", "TrainResult", "TrainingError", "MaskEnforcer", "seed_everything", "lr_at"]
