@@ -167,3 +167,19 @@ def test_static_step_computes_what_the_eager_step_with_torch_sgd_computes(attack
     for p0, p1 in zip(models[0].parameters(), models[1].parameters()):
         b0, b1 = steps[0].opt.state[p0]["momentum_buffer"], steps[1].opt.state[p1]["momentum_buffer"]
         assert torch.allclose(b0, b1, rtol=1e-5, atol=1e-6)
+
+
+def test_lr_is_scaled_linearly_from_the_reference_batch_with_warm_up():
+    from robustlth.training import scaled_for_batch
+    base = TrainConfig(epochs=20, lr=0.1, batch_size=128)
+    assert scaled_for_batch(base) == base
+    big = scaled_for_batch(base.replace(batch_size=512))
+    assert big.lr == pytest.approx(0.4) and big.warmup_epochs == 2 and big.warmup_start_lr == pytest.approx(0.1)
+    assert lr_at(big, 0, 10) == pytest.approx(0.1) and lr_at(big, 10, 10) == pytest.approx(0.25)
+    assert lr_at(big, 20, 10) == pytest.approx(0.4)
+    assert scaled_for_batch(base.replace(batch_size=512, epochs=100)).warmup_epochs == 5
+    small = scaled_for_batch(base.replace(batch_size=64))
+    assert small.lr == pytest.approx(0.05) and small.warmup_epochs == 0
+    given = scaled_for_batch(base.replace(batch_size=256, warmup_epochs=3, warmup_start_lr=0.01))
+    assert (given.lr, given.warmup_epochs, given.warmup_start_lr) == (pytest.approx(0.2), 3, pytest.approx(0.02))
+    assert scaled_for_batch(base.replace(batch_size=512, lr_reference_batch=None)).lr == 0.1
