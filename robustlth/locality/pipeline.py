@@ -2,7 +2,6 @@
 accuracy, and the report. Every training is a stage on disk, so a second call only re-renders."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -83,54 +82,64 @@ def _control_stage(name: str, run: RunDir, model, mask: Mask, start: dict, data:
     return summary
 
 
+def derived_masks(model, imp_dir: RunDir, best: int, loc: LocalityConfig, seed: int) -> dict[str, Mask]:
+    """The controls at the analysed round's sparsity: one-shot pruning of the trained dense network, and a random
+    mask with the same per-layer counts."""
+    if best == 0:
+        return {}
+    dense, out = dense_mask(model), {}
+    if loc.oneshot:
+        model.load_state_dict(torch.load(imp_dir.path / "round_0" / "trained.pt", map_location="cpu",
+                                         weights_only=True))
+        out["oneshot"] = Layerwise(output_rate=0.0).prune(model, dense, 1 - (1 - loc.ratio) ** best)
+    if loc.random_mask:
+        out["random"] = RandomPruning(seed, "layerwise").match(dense, _mask_of(imp_dir, best, model))
+    return out
+
+
 def run_locality(data_cfg: DataConfig, model_cfg: ModelConfig, cfg: TrainConfig, loc: LocalityConfig,
                  device: torch.device, root: str | Path = "runs", preset: Optional[str] = None,
                  log: Optional[Callable[[str], None]] = None) -> tuple[dict, RunDir]:
-    t0 = time.perf_counter()
     sections = {"data": data_cfg, "model": model_cfg, "train": cfg, "locality": loc}
     config = {k: v.to_dict() for k, v in sections.items()} | {"preset": preset}
     run = RunDir.create(root, "locality", config_hash("locality", sections), config, device, cfg.seed)
     data = load_dataset(data_cfg)
     check_rewind(loc, cfg, len(data.train))
     rounds, imp_dir = imp_run(data_cfg, model_cfg, cfg, loc, data, {}, root, device, log)
-    best = best_round(rounds)
-    model = build_model(model_cfg.model, model_cfg.width).to(device)
-    arms = {"imp": _arm(model, _mask_of(imp_dir, best["round"], model), best,
-                        RunDir(imp_dir.path / f"round_{best['round']}"), data, loc, device)}
-    dense = dense_mask(model)
-    arms["dense"] = _arm(model, dense, rounds[0], RunDir(imp_dir.path / "round_0"), data, loc, device)
+    best = best_round(rounds)["round"]
+    model = build_model(model_cfg.model, model_cfg.width)
+    masks = {"imp": _mask_of(imp_dir, best, model), "dense": dense_mask(model)}
+    summaries = {"imp": rounds[best], "dense": rounds[0]}
+    stage_dirs = {"imp": imp_dir.path / f"round_{best}", "dense": imp_dir.path / "round_0"}
     rewind = torch.load(imp_dir.path / "round_0" / "rewind.pt", map_location="cpu", weights_only=True)
-    best_mask = _mask_of(imp_dir, best["round"], model)
-    derived = {}
-    if loc.oneshot and best["round"] > 0:
-        model.load_state_dict(torch.load(imp_dir.path / "round_0" / "trained.pt", map_location=device,
-                                         weights_only=True))
-        derived["oneshot"] = Layerwise(output_rate=0.0).prune(model, dense, 1 - (1 - loc.ratio) ** best["round"])
-    if loc.random_mask and best["round"] > 0:
-        derived["random"] = RandomPruning(cfg.seed, "layerwise").match(dense, best_mask)
-    for name, mask in derived.items():
-        summary = _control_stage(name, imp_dir, model, mask, rewind, data, cfg, loc, model_cfg, device,
-                                 data_cfg.augment, log)
-        arms[name] = _arm(model, mask, summary, RunDir(imp_dir.path / name), data, loc, device)
+    for name, mask in derived_masks(model, imp_dir, best, loc, cfg.seed).items():
+        masks[name] = mask
+        summaries[name] = _control_stage(name, imp_dir, model, mask, rewind, data, cfg, loc, model_cfg, device,
+                                         data_cfg.augment, log)
+        stage_dirs[name] = imp_dir.path / name
+    model.to(device)
+    arms = {k: _arm(model, masks[k], summaries[k], RunDir(stage_dirs[k]), data, loc, device) for k in masks}
 
     controls = {}
     if loc.data_fraction:
         sub = train_fraction(data, loc.data_fraction, data_cfg.data_seed)
-        controls[f"data_{loc.data_fraction:g}"] = imp_run(data_cfg, model_cfg, same_steps(cfg, len(data.train),
-                                                                                          len(sub.train)), loc, sub,
-                                                          {"data_fraction": loc.data_fraction}, root, device, log)[0]
+        controls[f"data_{loc.data_fraction:g}"] = imp_run(
+            data_cfg, model_cfg, same_steps(cfg, len(data.train), len(sub.train)), loc, sub,
+            {"data_fraction": loc.data_fraction}, root, device, log)[0]
     if loc.superclasses:
         merged = merge_labels(data, loc.superclasses, loc.label_seed)
         controls[f"superclasses_{loc.superclasses}"] = imp_run(
             data_cfg, model_cfg, cfg, loc, merged, {"superclasses": loc.superclasses, "label_seed": loc.label_seed},
             root, device, log)[0]
 
-    results = {"config": config, "imp_dir": str(imp_dir.path), "rounds": rounds, "best_round": best["round"],
+    trained = rounds + [summaries[k] for k in ("oneshot", "random") if k in summaries] + \
+        [s for c in controls.values() for s in c]
+    results = {"config": config, "imp_dir": str(imp_dir.path), "rounds": rounds, "best_round": best,
                "n_train": len(data.train), "n_val": len(data.val) if data.val is not None else 0,
                "n_test": len(data.test),
                "arms": {k: {"summary": a["summary"], "removal": a["removal"]} for k, a in arms.items()},
                "controls": {k: {"rounds": v, "best_round": best_round(v)["round"]} for k, v in controls.items()},
-               "environment": environment(device), "wall_clock_s": time.perf_counter() - t0}
+               "train_time_s": sum(s["train_time"] for s in trained), "environment": environment(device)}
     run.write_json("results.json", results)
     from .report import write_report
     write_report(results, {k: a["first_mask"] for k, a in arms.items()}, run.path, loc)

@@ -121,13 +121,14 @@ def plot_displacements(hists: dict, out: Path) -> list[str]:
             ax.set_title(f"{ARM_LABELS[name]}: {kind}", fontsize=9)
             fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04).set_label("fraction of pairs", fontsize=8)
             ax = axes[i, 2 * j + 1]
-            span = float(np.clip(np.nanmax(np.abs(np.log10(ratio))), 0.3, 2.0))  # symmetric log range around 1
+            # Symmetric log range around 1, from the central half (the corners hold few pairs and are noisy).
+            span = float(np.clip(np.nanmax(np.abs(np.log10(ratio[16:47, 16:47]))), 0.3, 2.0))
             im = ax.imshow(ratio, extent=ext, cmap="RdBu_r", norm=LogNorm(vmin=10 ** -span, vmax=10 ** span))
             ax.set_title(f"{ARM_LABELS[name]}: {kind.split()[0]} / dense", fontsize=9)
             fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04).set_label("ratio to a dense unit", fontsize=8)
-        for ax in axes[i]:
-            ax.set_xlabel("Δx (pixels)", fontsize=8)
-            ax.set_ylabel("Δy (pixels)", fontsize=8)
+        axes[i, 0].set_ylabel("Δy (pixels)")
+    for ax in axes[-1]:
+        ax.set_xlabel("Δx (pixels)")
     files = [save_figure(fig, out / "displacement_maps.png")]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
     for j, kind in enumerate(kinds):
@@ -193,14 +194,14 @@ def plot_gallery(name: str, mask: torch.Tensor, n: int, out: Path) -> str:
     for ax, u in zip(np.atleast_1d(axes).flat, units.tolist()):
         ax.imshow(imgs[u].permute(1, 2, 0).float().numpy(), interpolation="nearest")
         ax.set_title(f"unit {u}: {int(deg[u])}", fontsize=8)
-    fig.suptitle(f"{ARM_LABELS[name]}: the {n} most connected first-layer units (colour = surviving R/G/B "
-                 "inputs; title: in-degree)", fontsize=9)
+    fig.suptitle(f"{ARM_LABELS[name]}: the {n} most connected first-layer units\n"
+                 "(colour: surviving R/G/B inputs; title: unit, in-degree)", fontsize=9)
     return save_figure(fig, out / f"gallery_{name}.png")
 
 
 def plot_removal(results: dict, out: Path) -> str:
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    fig, ax = plt.subplots(figsize=(10, 4.2))
     for name, arm in results["arms"].items():
         rem = arm["removal"]
         if name == "dense" or not rem["k"]:
@@ -213,7 +214,9 @@ def plot_removal(results: dict, out: Path) -> str:
     ax.set_xlabel("first-layer units removed (k)")
     ax.set_ylabel("test accuracy")
     ax.set_title("Removing the most vs the least connected first-layer units")
-    return save_figure(fig, out / "unit_removal.png", [ax], legend_size=7)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return save_figure(fig, out / "unit_removal.png")
 
 
 # ------------------------------------------------------------------------------------------------------
