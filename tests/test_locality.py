@@ -156,7 +156,8 @@ def test_cli_bad_input_is_one_line(args, needle, tmp_path, capsys):
 
 def test_cli_end_to_end_writes_report(tmp_path, capsys):
     rc = main(["locality", "--preset", "smoke", "--out", str(tmp_path), "--no-progress", "--width", "0.0078125",
-               "--n-train", "200", "--epochs", "1", "--max-rounds", "1", "--rewind-iteration", "1", "--remove-units", "2,4", "--gallery", "4"])
+               "--n-train", "200", "--epochs", "1", "--max-rounds", "1", "--rewind-iteration", "1",
+               "--remove-units", "2,4", "--gallery", "4"])
     assert rc == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     run = tmp_path / out["run_dir"].split("/")[-1]

@@ -52,7 +52,7 @@ def layer_densities(mask: Mask) -> dict[str, float]:
     return {n: v["density"] for n, v in sparsity_report(mask)["layers"].items()}
 
 
-def test_accuracy(model: nn.Module, data: Dataset, device: torch.device) -> float:
+def test_set_accuracy(model: nn.Module, data: Dataset, device: torch.device) -> float:
     x, y = as_float(data.test, device)
     flags, _ = predict(model, x, y)
     return float(flags.float().mean())
@@ -72,9 +72,10 @@ def train_mask(model: nn.Module, start: dict, mask: Optional[Mask], data: Datase
     mask = mask if mask is not None else dense_mask(model)
     hidden = {n: m for n, m in mask.items() if n != output_layer(model)}
     last = result.final
-    return {"density": sparsity_report(hidden)["density"], "first_layer_density": layer_densities(mask)[first_layer(model)],
+    return {"density": sparsity_report(hidden)["density"],
+            "first_layer_density": layer_densities(mask)[first_layer(model)],
             "val_acc": last["eval_clean"], "val_loss": last["eval_loss"], "train_acc": last["train_acc"],
-            "test_acc": test_accuracy(model, data, device), "train_time": result.train_time,
+            "test_acc": test_set_accuracy(model, data, device), "train_time": result.train_time,
             "eval_split": result.eval_split,
             **{f"connected_{i + 1}": f for i, f in enumerate(connected_fractions(model, mask).values())},
             **locality_scores(mask[first_layer(model)], radius)}

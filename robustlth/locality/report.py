@@ -241,10 +241,12 @@ def render_markdown(results: dict, df: pd.DataFrame, window: dict, files: list[s
         f"- Best validation accuracy: round {best} (first-layer density {imp[best]['first_layer_density']:.4f}), "
         f"val {imp[best]['val_acc']:.4f} / test {imp[best]['test_acc']:.4f}; dense (round 0): val "
         f"{imp[0]['val_acc']:.4f} / test {imp[0]['test_acc']:.4f}.",
-        f"- Locality of the analysed first-layer mask (fraction of pairs within |Δ|∞ <= {loc['radius']}, divided by a "
-        "dense unit's): " + ", ".join(
+        f"- Locality of the analysed first-layer mask (fraction of pairs within |Δ|∞ <= {loc['radius']}, "
+        "divided by a dense unit's): " + ", ".join(
             f"{ARM_LABELS[k]} S_sc {a['summary']['locality_sc']:.3f} / S_dc {a['summary']['locality_dc']:.3f}"
             for k, a in results["arms"].items()) + ".",
+        f"- Training time of every mask together: {results['train_time_s'] / 60:.1f} min "
+        f"({results['environment']['torch_threads']} CPU threads; evaluation excluded).",
     ]
     for name, c in results["controls"].items():
         r = c["rounds"][c["best_round"]]
