@@ -7,7 +7,8 @@ from robustlth.cli import main
 from robustlth.config import ConfigError, DataConfig, ModelConfig, TrainConfig
 from robustlth.data import load_dataset
 from robustlth.locality import (LocalityConfig, coverage, dense_histograms, displacement_histograms, in_degree,
-                                locality_scores, merge_labels, run_imp, stop_reason, superclass_map, train_fraction)
+                                locality_scores, merge_labels, run_imp, shuffle_units, stop_reason, superclass_map,
+                                train_fraction)
 from robustlth.locality.analysis import window_fraction
 from robustlth.locality.imp import connected_fractions
 from robustlth.locality.removal import removal_accuracy
@@ -73,6 +74,18 @@ def test_local_mask_peaks_at_small_displacement_random_mask_is_broad():
     assert rnd["locality_sc"] == pytest.approx(1.0, abs=0.1) and rnd["locality_dc"] == pytest.approx(1.0, abs=0.1)
     assert rnd["mean_dist_sc"] == pytest.approx(locality_scores(torch.ones(1, 3072, dtype=torch.bool))["mean_dist_sc"],
                                                 rel=0.05)
+
+
+def test_shuffle_across_units_keeps_coverage_and_removes_receptive_fields():
+    local = _local_mask()
+    shuffled = shuffle_units(local, seed=0)
+    assert torch.equal(coverage(shuffled), coverage(local))
+    # What remains comes from the coverage map (patches cover the border less): far from the fields' ~24.
+    assert 1.0 < locality_scores(shuffled)["locality_sc"] < 1.35 < 20 < locality_scores(local)["locality_sc"]
+    # All connections in one corner: the shuffle keeps that concentration, so its pairs stay close.
+    corner = torch.zeros(64, 3, 32, 32, dtype=torch.bool)
+    corner[:, :, :8, :8] = torch.rand(64, 3, 8, 8, generator=torch.Generator().manual_seed(0)) < 0.5
+    assert locality_scores(shuffle_units(corner))["locality_sc"] > 5
 
 
 def test_in_degree_and_coverage():

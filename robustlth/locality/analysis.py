@@ -96,6 +96,16 @@ def coverage(mask: torch.Tensor) -> torch.Tensor:
     return as_images(mask).sum(0)
 
 
+def shuffle_units(mask: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """The mask with each input's connections dealt to units chosen at random: the coverage map (connections per
+    input pixel) is kept exactly, any structure within a unit is destroyed. Locality left in this baseline comes
+    from where the surviving inputs are, not from units having local receptive fields."""
+    m = as_images(mask)
+    flat = m.flatten(1)
+    order = torch.rand(flat.shape, generator=torch.Generator().manual_seed(seed)).argsort(0)
+    return flat.gather(0, order).view_as(m)
+
+
 def most_connected(mask: torch.Tensor, n: int) -> torch.Tensor:
     """Indices of the `n` units with the largest in-degree (ties: lower index first)."""
     deg = in_degree(mask)

@@ -11,11 +11,13 @@ import torch
 from ..plotting import pyplot, save_figure
 from ..runs import atomic_write_text
 from .analysis import (as_images, coverage, dense_histograms, displacement_histograms, in_degree, most_connected,
-                       window_fraction)
+                       shuffle_units, window_fraction)
 from .config import LocalityConfig
 
-ARM_LABELS = {"imp": "IMP (best round)", "oneshot": "one-shot", "random": "random mask", "dense": "dense"}
-COLOURS = {"imp": "tab:blue", "oneshot": "tab:orange", "random": "tab:green", "dense": "tab:grey"}
+ARM_LABELS = {"imp": "IMP (best round)", "oneshot": "one-shot", "random": "random mask", "dense": "dense",
+              "shuffled": "IMP, shuffled across units"}
+COLOURS = {"imp": "tab:blue", "oneshot": "tab:orange", "random": "tab:green", "dense": "tab:grey",
+           "shuffled": "tab:red"}
 METRICS = ["density", "first_layer_density", "connected_1", "connected_2", "connected_3", "train_acc", "val_acc",
            "test_acc", "locality_sc", "locality_dc", "mean_dist_sc", "mean_dist_dc", "train_time"]
 
@@ -268,8 +270,15 @@ def render_markdown(results: dict, df: pd.DataFrame, window: dict, files: list[s
                          f"{arm['summary']['test_acc']:.4f}): " + ", ".join(
                              f"k={k}: most {m:.4f} / least {l:.4f}" for k, m, l in
                              zip(rem["k"], rem["most"], rem["least"])))
-    lines += ["", f"Window fractions (|Δ|∞ <= {loc['radius']}) behind the locality scores: " +
-              ", ".join(f"{k} S_sc {v[0]:.4f} S_dc {v[1]:.4f}" for k, v in window.items()) + ".", ""]
+    lines += ["", "## Locality of the analysed masks", "",
+              f"Fraction of the pairs within |Δ|∞ <= {loc['radius']}, and that fraction divided by a dense unit's. "
+              "The shuffled baseline deals each input's surviving connections to random units: same coverage map, "
+              "no receptive fields.", "",
+              "| mask | S_sc window | S_dc window | locality S_sc | locality S_dc |", "|---|---|---|---|---|"]
+    dense = window["dense"]
+    lines += [f"| {ARM_LABELS[k]} | {v[0]:.4f} | {v[1]:.4f} | {v[0] / dense[0]:.3f} | {v[1] / dense[1]:.3f} |"
+              for k, v in window.items()]
+    lines.append("")
     lines += [f"![{f}]({f})" for f in files]
     lines += ["", "## Environment", "", "```", json.dumps(results["environment"], indent=1), "```", ""]
     return "\n".join(lines)
@@ -279,10 +288,12 @@ def write_report(results: dict, masks: dict, out: Path, loc: LocalityConfig) -> 
     out = Path(out)
     df = tidy_table(results)
     atomic_write_text(out / "locality.csv", df.to_csv(index=False))
+    masks = masks | {"shuffled": shuffle_units(masks["imp"], seed=results["config"]["train"]["seed"])}
     hists = {k: displacement_histograms(m) for k, m in masks.items()}
     window = {k: (window_fraction(h[0], loc.radius), window_fraction(h[1], loc.radius)) for k, h in hists.items()}
-    files = [plot_rounds(results, out), *plot_displacements(hists, out), plot_in_degree(masks, out),
-             plot_coverage(masks, out)]
-    files += [plot_gallery(k, m, loc.gallery, out) for k, m in masks.items() if k != "dense"]
+    arms = {k: m for k, m in masks.items() if k != "shuffled"}  # the shuffle is a baseline of the pair counts only
+    files = [plot_rounds(results, out), *plot_displacements(hists, out), plot_in_degree(arms, out),
+             plot_coverage(arms, out)]
+    files += [plot_gallery(k, m, loc.gallery, out) for k, m in arms.items() if k != "dense"]
     files.append(plot_removal(results, out))
     atomic_write_text(out / "report.md", render_markdown(results, df, window, files))
