@@ -65,7 +65,8 @@ PRESETS: dict[str, dict] = {
     "cpu": {"data": {"data": "npz:../shared/data/cifar10_exact_subset.npz", "val_size": 500, "augment": False},
             "model": {"model": "fcn", "width": 0.25},
             "train": {"epochs": 10, "eval_n": 500},
-            "locality": {"max_rounds": 12, "rewind_iteration": 4, "data_fraction": 0.3, "superclasses": 2}},
+            "locality": {"max_rounds": 12, "rewind_iteration": 4, "data_fraction": 0.3, "superclasses": 2,
+                         "remove_units": [8, 16, 32, 64, 128, 192]}},
     # The paper's recipe (SPEC section 4) on the full data set.
     "paper": {"data": {"data": "cifar10", "val_size": 5000, "augment": False},
               "model": {"model": "fcn", "width": 1.0},

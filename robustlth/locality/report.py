@@ -22,13 +22,18 @@ METRICS = ["density", "first_layer_density", "connected_1", "connected_2", "conn
            "test_acc", "locality_sc", "locality_dc", "mean_dist_sc", "mean_dist_dc", "train_time"]
 
 
+def control_label(name: str) -> str:
+    kind, value = name.split("_", 1)
+    return f"{float(value):.0%} of the training images" if kind == "data" else f"{value} random superclasses"
+
+
 def tidy_table(results: dict) -> pd.DataFrame:
     """One row per trained mask: the IMP rounds, the control runs' rounds, and the one-shot / random masks."""
     rows = []
 
     def add(run, summaries, best):
         for s in summaries:
-            rows.append({"run": run, "round": s["round"], "analysed": s["round"] == best,
+            rows.append({"run": run, "round": s["round"], "analysed": best is None or s["round"] == best,
                          **{k: s.get(k) for k in METRICS}, "stopped": s.get("stopped") or ""})
     add("imp", results["rounds"], results["best_round"])
     for name in ("oneshot", "random"):
@@ -36,20 +41,22 @@ def tidy_table(results: dict) -> pd.DataFrame:
             add(name, [results["arms"][name]["summary"]], None)
     for name, c in results["controls"].items():
         add(name, c["rounds"], c["best_round"])
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows)
+    df["round"] = df["round"].astype("Int64")  # one-shot and random masks have no round
+    return df
 
 
-def _fmt(v) -> str:
+def _fmt(col: str, v) -> str:
     if v is None or (isinstance(v, float) and np.isnan(v)):
         return "—"
     if isinstance(v, float):
-        return f"{v:.4f}"
+        return f"{v:.1f}" if col.endswith("time") else f"{v:.4f}"
     return str(v)
 
 
 def markdown(df: pd.DataFrame, cols: list[str]) -> str:
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    lines += ["| " + " | ".join(_fmt(r[c]) for c in cols) + " |" for _, r in df.iterrows()]
+    lines += ["| " + " | ".join(_fmt(c, r[c]) for c in cols) + " |" for _, r in df.iterrows()]
     return "\n".join(lines)
 
 
@@ -70,11 +77,11 @@ def plot_rounds(results: dict, out: Path) -> str:
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.3))
     runs = {"imp": results["rounds"], **{k: c["rounds"] for k, c in results["controls"].items()}}
-    labels = {"imp": "IMP"} | {k: f"IMP, {k.replace('_', ' ')}" for k in results["controls"]}
+    labels = {"imp": "IMP"} | {k: f"IMP, {control_label(k)}" for k in results["controls"]}
     for (name, rounds), colour in zip(runs.items(), ("tab:blue", "tab:purple", "tab:brown")):
         r = [s["round"] for s in rounds]
         axes[0].plot(r, [s["val_acc"] for s in rounds], marker="o", ms=3, color=colour,
-                     label=labels[name] + (" (accuracy over superclasses)" if name.startswith("super") else ""))
+                     label=labels[name] + (" (superclass accuracy)" if name.startswith("super") else ""))
         axes[1].plot(r, [s["locality_sc"] for s in rounds], marker="o", ms=3, color=colour,
                      label=f"{labels[name]}: S_sc")
         axes[1].plot(r, [s["locality_dc"] for s in rounds], marker="s", ms=3, ls="--", color=colour,
@@ -98,34 +105,37 @@ def plot_rounds(results: dict, out: Path) -> str:
     axes[1].set_title("First-layer locality per round (1 = dense / random)")
     for ax in axes:
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    axes[0].legend(fontsize=7, loc="lower left")  # the curves sit above, the controls' stars in the middle
+    axes[1].legend(fontsize=7, loc="upper left")  # locality stays at 1 over the first rounds
     return save_figure(fig, out / "rounds.png")
 
 
 def plot_displacements(hists: dict, out: Path) -> list[str]:
     """Per arm: S_sc and S_dc as distributions, and divided by a dense unit's (where locality shows)."""
-    from matplotlib.colors import LogNorm
     plt = pyplot()
     dense = [h.double() / h.sum() for h in dense_histograms()]
     names = [k for k in hists if k != "dense"]
+    ratios = {}
+    for name in names:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratios[name] = [np.where(dense[j] > 0, (hists[name][j].double() / hists[name][j].sum()) / dense[j], np.nan)
+                            for j in range(2)]
+    # One colour range for every ratio map, symmetric around 1, from the central half of the maps (the corners
+    # hold few pairs and are noisy), so the arms can be compared by eye.
+    span = max(float(np.nanmax(np.abs(r[16:47, 16:47] - 1))) for rs in ratios.values() for r in rs)
+    span = min(max(span, 0.05), 1.0)
     fig, axes = plt.subplots(len(names), 4, figsize=(18, 3.9 * len(names)))
     axes = np.atleast_2d(axes)
     ext = [-31.5, 31.5, 31.5, -31.5]
     kinds = ("S_sc (same channel)", "S_dc (across channels)")
     for i, name in enumerate(names):
         for j, kind in enumerate(kinds):
-            p = hists[name][j].double() / hists[name][j].sum()
-            with np.errstate(divide="ignore", invalid="ignore"):
-                ratio = np.where(dense[j] > 0, p / dense[j], np.nan)
-            ratio = np.where(ratio > 0, ratio, np.nan)  # no pairs: blank on the log scale
             ax = axes[i, 2 * j]
-            im = ax.imshow(p.numpy(), extent=ext, cmap="viridis")
+            im = ax.imshow((hists[name][j].double() / hists[name][j].sum()).numpy(), extent=ext, cmap="viridis")
             ax.set_title(f"{ARM_LABELS[name]}: {kind}", fontsize=9)
             fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04).set_label("fraction of pairs", fontsize=8)
             ax = axes[i, 2 * j + 1]
-            # Symmetric log range around 1, from the central half (the corners hold few pairs and are noisy).
-            span = float(np.clip(np.nanmax(np.abs(np.log10(ratio[16:47, 16:47]))), 0.3, 2.0))
-            im = ax.imshow(ratio, extent=ext, cmap="RdBu_r", norm=LogNorm(vmin=10 ** -span, vmax=10 ** span))
+            im = ax.imshow(ratios[name][j], extent=ext, cmap="RdBu_r", vmin=1 - span, vmax=1 + span)
             ax.set_title(f"{ARM_LABELS[name]}: {kind.split()[0]} / dense", fontsize=9)
             fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04).set_label("ratio to a dense unit", fontsize=8)
         axes[i, 0].set_ylabel("Δy (pixels)")
@@ -140,7 +150,6 @@ def plot_displacements(hists: dict, out: Path) -> list[str]:
             with np.errstate(divide="ignore", invalid="ignore"):
                 ratio = np.where(base > 0, prof / base, np.nan)
             axes[j].plot(np.arange(len(prof)), ratio, marker="o", ms=3, color=COLOURS[name], label=ARM_LABELS[name])
-        axes[j].set_yscale("log")
         axes[j].set_xlabel("displacement max(|Δx|, |Δy|) (pixels)")
         axes[j].set_ylabel("fraction of pairs / dense fraction")
         axes[j].set_title(f"{kind}: profile relative to a dense unit")
@@ -154,10 +163,13 @@ def plot_in_degree(masks: dict, out: Path) -> str:
     degs = {k: in_degree(m).numpy() for k, m in masks.items() if k != "dense"}
     top = max(int(d.max()) for d in degs.values()) + 1
     bins = np.linspace(0, top, 41)
+    top_count = 1
     for name, d in degs.items():
-        ax.hist(d, bins=bins, histtype="step", lw=1.6, color=COLOURS[name],
-                label=f"{ARM_LABELS[name]} (mean {d.mean():.1f}, {int((d == 0).sum())} units with none)")
+        counts, _, _ = ax.hist(d, bins=bins, histtype="step", lw=1.6, color=COLOURS[name],
+                               label=f"{ARM_LABELS[name]} (mean {d.mean():.1f}, {int((d == 0).sum())} units with none)")
+        top_count = max(top_count, counts.max())
     ax.set_yscale("log")
+    ax.set_ylim(0.8, top_count * 12)  # headroom for the legend above the histograms
     ax.set_xlabel("in-degree: surviving input connections of a first-layer unit (of 3072)")
     ax.set_ylabel("number of units")
     ax.set_title("In-degree of the first-layer units")
@@ -252,7 +264,7 @@ def render_markdown(results: dict, df: pd.DataFrame, window: dict, files: list[s
     ]
     for name, c in results["controls"].items():
         r = c["rounds"][c["best_round"]]
-        lines.append(f"- Control {name.replace('_', ' ')}: {len(c['rounds']) - 1} rounds, best round {c['best_round']} "
+        lines.append(f"- Control, {control_label(name)}: {len(c['rounds']) - 1} rounds, best round {c['best_round']} "
                      f"(first-layer density {r['first_layer_density']:.4f}, val {r['val_acc']:.4f}), locality S_sc "
                      f"{r['locality_sc']:.3f} / S_dc {r['locality_dc']:.3f}; at the main run's round {best}: " +
                      (f"S_sc {c['rounds'][best]['locality_sc']:.3f}." if best < len(c["rounds"]) else "not reached."))
