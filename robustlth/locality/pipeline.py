@@ -60,13 +60,15 @@ def _mask_of(imp_dir: RunDir, r: int, model) -> Mask:
 
 
 def _arm(model, mask: Mask, summary: dict, rdir: RunDir, data: Dataset, loc: LocalityConfig, device) -> dict:
-    """An analysed arm: its first-layer mask, summary and unit-removal accuracies (weights from rdir)."""
+    """An analysed arm: its first-layer mask, summary and unit-removal accuracies (weights from rdir; none for
+    the dense network, whose units all tie in in-degree)."""
     model.load_state_dict(torch.load(rdir.file("trained.pt"), map_location=device, weights_only=True))
-    return {"summary": summary, "first_mask": mask[first_layer(model)].cpu(),
-            "removal": removal_accuracy(model, mask, data, loc.remove_units)}
+    first = mask[first_layer(model)].cpu()
+    return {"summary": summary, "first_mask": first,
+            "removal": None if bool(first.all()) else removal_accuracy(model, mask, data, loc.remove_units)}
 
 
-def _control_stage(name: str, run: RunDir, model, mask: Mask, start: dict, data: Dataset, cfg: TrainConfig,
+def _train_derived(name: str, run: RunDir, model, mask: Mask, start: dict, data: Dataset, cfg: TrainConfig,
                    loc: LocalityConfig, model_cfg: ModelConfig, device, augment: bool, log) -> dict:
     """Train a derived mask (one-shot or random) once, from θk, in the IMP run's directory <name>/."""
     rdir = RunDir(run.path / name)
@@ -82,7 +84,8 @@ def _control_stage(name: str, run: RunDir, model, mask: Mask, start: dict, data:
     return summary
 
 
-def derived_masks(model, imp_dir: RunDir, best: int, loc: LocalityConfig, seed: int) -> dict[str, Mask]:
+def derived_masks(model, imp_dir: RunDir, best: int, best_mask: Mask, loc: LocalityConfig,
+                  seed: int) -> dict[str, Mask]:
     """The controls at the analysed round's sparsity: one-shot pruning of the trained dense network, and a random
     mask with the same per-layer counts."""
     if best == 0:
@@ -93,7 +96,7 @@ def derived_masks(model, imp_dir: RunDir, best: int, loc: LocalityConfig, seed: 
                                          weights_only=True))
         out["oneshot"] = Layerwise(output_rate=0.0).prune(model, dense, 1 - (1 - loc.ratio) ** best)
     if loc.random_mask:
-        out["random"] = RandomPruning(seed, "layerwise").match(dense, _mask_of(imp_dir, best, model))
+        out["random"] = RandomPruning(seed, "layerwise").match(dense, best_mask)
     return out
 
 
@@ -102,9 +105,9 @@ def run_locality(data_cfg: DataConfig, model_cfg: ModelConfig, cfg: TrainConfig,
                  log: Optional[Callable[[str], None]] = None) -> tuple[dict, RunDir]:
     sections = {"data": data_cfg, "model": model_cfg, "train": cfg, "locality": loc}
     config = {k: v.to_dict() for k, v in sections.items()} | {"preset": preset}
-    run = RunDir.create(root, "locality", config_hash("locality", sections), config, device, cfg.seed)
     data = load_dataset(data_cfg)
     check_rewind(loc, cfg, len(data.train))
+    run = RunDir.create(root, "locality", config_hash("locality", sections), config, device, cfg.seed)
     rounds, imp_dir = imp_run(data_cfg, model_cfg, cfg, loc, data, {}, root, device, log)
     best = best_round(rounds)["round"]
     model = build_model(model_cfg.model, model_cfg.width)
@@ -112,9 +115,9 @@ def run_locality(data_cfg: DataConfig, model_cfg: ModelConfig, cfg: TrainConfig,
     summaries = {"imp": rounds[best], "dense": rounds[0]}
     stage_dirs = {"imp": imp_dir.path / f"round_{best}", "dense": imp_dir.path / "round_0"}
     rewind = torch.load(imp_dir.path / "round_0" / "rewind.pt", map_location="cpu", weights_only=True)
-    for name, mask in derived_masks(model, imp_dir, best, loc, cfg.seed).items():
+    for name, mask in derived_masks(model, imp_dir, best, masks["imp"], loc, cfg.seed).items():
         masks[name] = mask
-        summaries[name] = _control_stage(name, imp_dir, model, mask, rewind, data, cfg, loc, model_cfg, device,
+        summaries[name] = _train_derived(name, imp_dir, model, mask, rewind, data, cfg, loc, model_cfg, device,
                                          data_cfg.augment, log)
         stage_dirs[name] = imp_dir.path / name
     model.to(device)

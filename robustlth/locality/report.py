@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -213,12 +214,15 @@ def plot_gallery(name: str, mask: torch.Tensor, n: int, out: Path) -> str:
     return save_figure(fig, out / f"gallery_{name}.png")
 
 
-def plot_removal(results: dict, out: Path) -> str:
+def plot_removal(results: dict, out: Path) -> Optional[str]:
+    """None when no arm has removal results (the analysed mask is the dense one)."""
+    if not any(a["removal"] and a["removal"]["k"] for a in results["arms"].values()):
+        return None
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(10, 4.2))
     for name, arm in results["arms"].items():
         rem = arm["removal"]
-        if name == "dense" or not rem["k"]:
+        if not rem or not rem["k"]:
             continue
         base = arm["summary"]["test_acc"]
         ax.plot([0] + rem["k"], [base] + rem["most"], marker="o", color=COLOURS[name],
@@ -277,7 +281,7 @@ def render_markdown(results: dict, df: pd.DataFrame, window: dict, files: list[s
               "## Unit removal (test accuracy)", ""]
     for name, arm in results["arms"].items():
         rem = arm["removal"]
-        if name != "dense" and rem["k"]:
+        if rem and rem["k"]:
             lines.append(f"- {ARM_LABELS[name]} ({rem['connected']} connected units; intact "
                          f"{arm['summary']['test_acc']:.4f}): " + ", ".join(
                              f"k={k}: most {m:.4f} / least {l:.4f}" for k, m, l in
@@ -307,5 +311,6 @@ def write_report(results: dict, masks: dict, out: Path, loc: LocalityConfig) -> 
     files = [plot_rounds(results, out), *plot_displacements(hists, out), plot_in_degree(arms, out),
              plot_coverage(arms, out)]
     files += [plot_gallery(k, m, loc.gallery, out) for k, m in arms.items() if k != "dense"]
-    files.append(plot_removal(results, out))
+    removal = plot_removal(results, out)
+    files += [removal] if removal else []
     atomic_write_text(out / "report.md", render_markdown(results, df, window, files))
