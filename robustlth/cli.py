@@ -250,6 +250,27 @@ def cmd_ablate(args) -> int:
     return 0
 
 
+def cmd_locality(args) -> int:
+    from .locality import PRESETS, TRAIN_DEFAULTS, LocalityConfig, run_locality
+    device = _setup(args)
+    preset, sec = PRESETS[args.preset], _sections(args)
+    merged = {k: {**preset.get(k, {}), **sec.get(k, {})} for k in ("data", "model", "locality")}
+    merged["train"] = {**TRAIN_DEFAULTS, **preset.get("train", {}), **sec.get("train", {})}
+    data_cfg = config_from_args(DataConfig, args, merged["data"])
+    model_cfg = config_from_args(ModelConfig, args, merged["model"])
+    train_cfg = config_from_args(TrainConfig, args, merged["train"])
+    loc = config_from_args(LocalityConfig, args, merged["locality"])
+    if model_cfg.model != "fcn":
+        raise UsageError(f"locality analyses the fully connected network: --model must be fcn, not {model_cfg.model}")
+    results, run = run_locality(data_cfg, model_cfg, train_cfg, loc, device, args.out, preset=args.preset, log=_say)
+    _say(f"report: {run.file('report.md')}")
+    best = results["rounds"][results["best_round"]]
+    print(json.dumps({"run_dir": str(run.path), "rounds": len(results["rounds"]) - 1,
+                      "best_round": results["best_round"], "val_acc": best["val_acc"],
+                      "locality_sc": round(best["locality_sc"], 4), "locality_dc": round(best["locality_dc"], 4)}))
+    return 0
+
+
 # ------------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="robustlth", description="Boosting lottery tickets for cheaper adversarial training.")
@@ -335,6 +356,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=float, default=0.5, help="noise scale in units of each layer's init std")
     p.add_argument("--output", type=Path, required=True)
     p.set_defaults(func=cmd_control)
+
+    from .locality import PRESETS as LOCALITY_PRESETS, LocalityConfig
+    p = sub.add_parser("locality", help="IMP on the FCN and the locality analysis of its first layer (SPEC 4)")
+    _common(p)
+    p.add_argument("--preset", choices=list(LOCALITY_PRESETS), default="cpu",
+                   help="smoke (seconds, synthetic), cpu (exact CIFAR-10 subset), paper (SPEC); default: %(default)s")
+    for cls in (DataConfig, ModelConfig, TrainConfig, LocalityConfig):
+        add_config_args(p, cls)
+    p.set_defaults(func=cmd_locality)
     return parser
 
 
