@@ -6,9 +6,10 @@ from typing import Tuple
 
 from ..config import Config, _check
 
-# Plain SGD at the SPEC's LR and batch; no augmentation; no PGD evaluation (natural training only).
-TRAIN_DEFAULTS = {"lr": 0.1, "batch_size": 1000, "momentum": 0.0, "weight_decay": 0.0, "schedule": "constant",
-                  "eval_steps": 0, "eval_n": 10_000, "epochs": 20}
+# Plain SGD at the SPEC's LR and batch (the LR as given, not scaled from batch 128); no augmentation; no PGD
+# evaluation (natural training only).
+TRAIN_DEFAULTS = {"lr": 0.1, "batch_size": 1000, "lr_reference_batch": None, "momentum": 0.0, "weight_decay": 0.0,
+                  "schedule": "constant", "eval_steps": 0, "eval_n": 10_000, "epochs": 20}
 
 
 @dataclass(frozen=True)
