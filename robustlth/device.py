@@ -6,6 +6,8 @@ from typing import Optional
 
 import torch
 
+from .config import ConfigError
+
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -17,11 +19,11 @@ def resolve_device(name: Optional[str] = "auto") -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ValueError(f"invalid device {name!r}: expected auto, cpu, cuda or cuda:N") from None
+        raise ConfigError(f"invalid device {name!r}: expected auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available; use --device cpu")
+        raise ConfigError(f"device {name!r} requested but CUDA is not available; use --device cpu")
     if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"invalid device {name!r}: expected auto, cpu, cuda or cuda:N")
+        raise ConfigError(f"invalid device {name!r}: expected auto, cpu, cuda or cuda:N")
     return device
 
 
@@ -30,7 +32,7 @@ def autocast(device: torch.device, precision: str):
     if precision == "fp32":
         return contextlib.nullcontext()
     if precision == "fp16" and device.type == "cpu":
-        raise ValueError("precision fp16 is not supported on CPU; use bf16 or fp32")
+        raise ConfigError("precision fp16 is not supported on CPU; use bf16 or fp32")
     return torch.autocast(device_type=device.type, dtype=_AUTOCAST_DTYPES[precision])
 
 

@@ -10,13 +10,14 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from ..errors import RobustLTHError
 from ..runs import atomic_torch_save
 from .masks import Mask, check_mask, full_mask, sparsity_report
 
 FORMAT = "robustlth-ticket-v1"
 
 
-class TicketError(ValueError):
+class TicketError(RobustLTHError, ValueError):
     pass
 
 
