@@ -19,7 +19,7 @@ import pandas as pd
 
 from .bench.config import BenchConfig
 from .bench.harness import run_arm, search_ticket
-from .config import Config, ConfigError, DataConfig, ModelConfig, _check, config_hash
+from .config import ATTACK_MODES, Config, ConfigError, DataConfig, ModelConfig, _check, _choice, config_hash
 from .pruning import default_search_lr, convergence
 from .runs import RunDir, atomic_write_json, atomic_write_text
 
@@ -43,6 +43,8 @@ class AblateConfig(Config):
                "positive numbers")
         _check(all(v >= 1 for v in self.search_epochs + self.budget), "search_epochs/budget",
                self.search_epochs + self.budget, "integers >= 1")
+        for mode in self.search_attack:
+            _choice("search_attack", mode, ATTACK_MODES)
 
 
 def expand(axes: AblateConfig, bench: BenchConfig, model: ModelConfig) -> list[dict]:
