@@ -111,7 +111,7 @@ def _typed(name: str, value: Any, tp: Any) -> Any:
         return None
     if typing.get_origin(base) is tuple:
         elem = typing.get_args(base)[0]
-        _check(isinstance(value, (list, tuple)), name, value, f"a list of {_TYPE_WORDS[elem]} values")
+        _check(isinstance(value, (list, tuple)), name, value, f"a list, each item {_TYPE_WORDS[elem]}")
         return tuple(_scalar(name, v, elem) for v in value)
     return _scalar(name, value, base)
 
