@@ -128,7 +128,8 @@ def cmd_train(args) -> int:
                                      "mask": mask_id})
     data = load_dataset(data_cfg)
     run = RunDir.create(args.out, "train", run_hash, config, device, train_cfg.seed)
-    _say(f"run directory: {run.path}")
+    if not run.file("checkpoint.pt").exists():  # a resumed run says so once its checkpoint has loaded
+        _say(f"run directory: {run.path}")
     seed_everything(train_cfg.seed)
     mask = None
     if ticket is not None:

@@ -171,7 +171,7 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, attack_cfg: AttackC
         train_time, eval_time, stopped, guard_best = ckpt["train_time"], ckpt["eval_time"], ckpt["stopped"], \
             ckpt["guard_best"]
         if log:
-            log(f"resuming from epoch {start_epoch} of {cfg.epochs}")
+            log(f"resuming {run.path} from epoch {start_epoch} of {cfg.epochs}")
     else:
         seed_everything(cfg.seed)
     if run is not None:
