@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,9 @@ def safe_torch_load(path: Path, what: str, start_over: str = "") -> Any:
     """
     path = Path(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about foreign pickle protocols: the error below says it all
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError, ValueError, TypeError,
             AttributeError, ImportError, IndexError, KeyError, UnicodeDecodeError) as e:
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
