@@ -145,7 +145,8 @@ class RunDir:
         """Hold this directory for one process: a second one gets a clear 'already running' error.
 
         The lock is an flock on `.lock`, released by the kernel when the holder dies (kill -9 included), so
-        it never goes stale. The holder removes temporary files that an interrupted write left behind.
+        it never goes stale. The holder owns the directory's tree, so it removes the temporary files that
+        interrupted writes left anywhere in it.
         """
         fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
         try:
@@ -154,14 +155,15 @@ class RunDir:
             except BlockingIOError:
                 raise RunLockedError(f"{self.path} is already in use by another robustlth process (already "
                                      "running); wait for it to finish or stop it, then run this again") from None
-            self.remove_stale_tmp()
+            self.remove_stale_tmp(recursive=True)
             yield self
         finally:
             os.close(fd)
 
-    def remove_stale_tmp(self) -> None:
+    def remove_stale_tmp(self, recursive: bool = False) -> None:
         """Delete half-written temporary files of atomic writes killed before their rename."""
-        for tmp in self.path.glob(f".*{TMP_SUFFIX}"):
+        pattern = f".*{TMP_SUFFIX}"
+        for tmp in self.path.rglob(pattern) if recursive else self.path.glob(pattern):
             tmp.unlink(missing_ok=True)
 
     def log(self, record: dict) -> None:

@@ -46,11 +46,13 @@ def craft(path, marker, raw=False):
         torch.save(obj, path)
 
 
-def refused(argv, marker, capsys):
+def refused(argv, marker, capsys, progress_lines=False):
+    """Exit 2 with one error line (after progress lines, in a long pipeline) and the file's code never ran."""
     capsys.readouterr()
     code = cli.main([str(a) for a in argv])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and "refused unloaded" in err[0], err
+    assert code == 2 and "refused unloaded" in err[-1] and err[-1].startswith(f"robustlth {argv[0]}: error:"), err
+    assert len(err) == 1 or (progress_lines and not any("error" in line for line in err[:-1])), err
     assert not os.path.exists(marker), "the crafted file ran code"
 
 
@@ -81,6 +83,43 @@ def test_crafted_ticket_is_refused_by_train_and_control(tmp_path, capsys):
     refused(["train", *TINY, "--mask", ticket, "--out", tmp_path / "runs"], marker, capsys)
     refused(["control", "--ticket", ticket, "--kind", "reinit", "--output", tmp_path / "c.pt"], marker, capsys)
     assert not (tmp_path / "runs").exists()
+
+
+SEARCH = ["find-ticket", "--model", "cnn6", "--width", "0.25", "--data", "synthetic", "--n-train", "100",
+          "--n-test", "50", "--search-epochs", "1", "--search-batch-size", "50", "--search-eval-n", "20",
+          "--rounds", "2", "--rewind-iteration", "1", "--device", "cpu", "--no-progress"]
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize("path", ["round ticket", "final ticket", "rewind state"])
+def test_crafted_files_are_refused_when_a_search_resumes(tmp_path, capsys, path):
+    out, marker = tmp_path / "runs", tmp_path / "pwned"
+    argv = [*SEARCH, "--out", out]
+    assert cli.main([str(a) for a in argv]) == 0
+    (ticket_dir,), (search_dir,) = out.glob("ticket_*"), out.glob("search_*")
+    if path == "round ticket":  # round 1 is done: resuming loads its ticket
+        (ticket_dir / "ticket.pt").unlink()
+        craft(ticket_dir / "round_1" / "ticket.pt", marker)
+    elif path == "final ticket":
+        craft(ticket_dir / "ticket.pt", marker)
+    else:  # round 1 is redone: its training resumes and loads the rewind state
+        (ticket_dir / "ticket.pt").unlink()
+        (ticket_dir / "round_1" / "summary.json").unlink()
+        craft(search_dir / "rewind.pt", marker)
+    refused(argv, marker, capsys)
+
+
+@pytest.mark.faults
+def test_crafted_checkpoint_is_refused_when_a_bench_arm_resumes(tmp_path, capsys):
+    out, marker = tmp_path / "runs", tmp_path / "pwned"
+    argv = ["bench", "--preset", "smoke", "--final-attacks", "", "--dense-epochs", "1", "--device", "cpu",
+            "--no-progress", "--out", out]
+    assert cli.main([str(a) for a in argv]) == 0
+    (bench,) = out.glob("bench_*")
+    (bench / "results.json").unlink()
+    (bench / "dense" / "arm.json").unlink()
+    craft(bench / "dense" / "checkpoint.pt", marker)
+    refused(argv, marker, capsys, progress_lines=True)  # "benchmark directory: ...", "--- arm dense ---"
 
 
 def test_crafted_data_file_is_refused(tmp_path, capsys):

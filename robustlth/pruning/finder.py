@@ -123,9 +123,10 @@ def find_ticket(spec: SearchSpec, device: torch.device, root: str | Path = "runs
     """
     final = Path(root) / f"ticket_{spec.hash()}" / "ticket.pt"
     if final.exists():  # written last: the whole search is on disk
+        ticket = load_ticket(final)
         if log:
             log(f"ticket already on disk: {final}")
-        return load_ticket(final), RunDir(final.parent)
+        return ticket, RunDir(final.parent)
     data = data if data is not None else load_dataset(spec.data)
     p = spec.prune
     strategy = make_strategy(p.strategy, p.output_rate, p.dense_layers, p.prune_seed)

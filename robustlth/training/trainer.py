@@ -170,8 +170,6 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, attack_cfg: AttackC
         history, start_epoch = ckpt["history"], ckpt["epoch"]
         train_time, eval_time, stopped, guard_best = ckpt["train_time"], ckpt["eval_time"], ckpt["stopped"], \
             ckpt["guard_best"]
-        if log:
-            log(f"resuming {run.path} from epoch {start_epoch} of {cfg.epochs}")
     else:
         seed_everything(cfg.seed)
     if run is not None:
@@ -185,6 +183,8 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, attack_cfg: AttackC
             rewind_state = _state_copy(model)
             if rewind_path is not None:
                 atomic_torch_save(rewind_path, rewind_state)
+    if start_epoch and log:  # said once everything the run resumes from has loaded
+        log(f"resuming {run.path} from epoch {start_epoch} of {cfg.epochs}")
 
     eval_gen = torch.Generator(device=device)
     last_good = _state_copy(model) if guard_on else None
