@@ -12,7 +12,7 @@ from . import __version__
 from .config import (AttackConfig, DataConfig, ModelConfig, PruneConfig, TrainConfig, add_config_args,
                      check_sections, config_from_args, config_hash, load_yaml, parse_number)
 from .errors import RobustLTHError, UsageError
-from .safety import check_output_dir, check_output_file, file_digest
+from .safety import check_output_dir, check_output_file, file_digest, safe_torch_load
 
 # The YAML sections each command reads; any other section in --config is an error.
 SECTIONS = {"train": ("data", "model", "train", "attack"),
@@ -152,7 +152,6 @@ def _load_run_model(path: Path, device):
     """A trained model from a run directory (or its checkpoint.pt), with the run's configs."""
     import torch
     from .models import build_model
-    from .safety import safe_torch_load
     path = Path(path)
     run_dir = path if path.is_dir() else path.parent
     ckpt_file = path if path.is_file() else path / "checkpoint.pt"

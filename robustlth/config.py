@@ -320,6 +320,9 @@ def parse_number(text: str) -> float:
     return value
 
 
+_FLAG_TYPES = {float: parse_number}  # flag text -> value, where the type itself is not the parser
+
+
 def _parser_for(tp: Any, name: str):
     base, optional = _base_type(tp)
     origin = typing.get_origin(base)
@@ -328,11 +331,10 @@ def _parser_for(tp: Any, name: str):
         if optional and text.lower() in ("none", "null", ""):
             return None
         try:
-            convert = {float: parse_number}
             if origin in (tuple, typing.Tuple):
                 elem = typing.get_args(base)[0]
-                return tuple(convert.get(elem, elem)(t.strip()) for t in text.split(",") if t.strip())
-            return convert.get(base, base)(text)
+                return tuple(_FLAG_TYPES.get(elem, elem)(t.strip()) for t in text.split(",") if t.strip())
+            return _FLAG_TYPES.get(base, base)(text)
         except (ValueError, ZeroDivisionError):
             raise argparse.ArgumentTypeError(f"invalid {name} value {text!r}") from None
     return parse

@@ -25,9 +25,7 @@ from .errors import RunLockedError
 from .safety import append_line, read_json
 
 DEFAULT_ROOT = "runs"
-
-
-TMP_SUFFIX = ".tmp"
+TMP_SUFFIX = ".tmp"  # atomic writes' temporary files: `.NAME.XXXX.tmp` beside their target
 LOCK_FILE = ".lock"
 
 

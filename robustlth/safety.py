@@ -12,8 +12,6 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from .errors import FileFormatError, UsageError
 
 
@@ -22,6 +20,7 @@ def safe_torch_load(path: Path, what: str, start_over: str = "") -> Any:
 
     Any failure is one FileFormatError naming the file, what it should have been and (`start_over`) what to do.
     """
+    import torch  # here, so the CLI answers bad flags without importing torch
     path = Path(path)
     try:
         with warnings.catch_warnings():  # torch warns about foreign pickle protocols: the error below says it all

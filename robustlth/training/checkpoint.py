@@ -46,6 +46,15 @@ def save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, **
                              "rng": rng_state(), **state})
 
 
+def load_state_file(path: Path, what: str) -> dict:
+    """A saved state_dict (e.g. the rewind weights): a mapping of names to tensors, or a clear error."""
+    state = safe_torch_load(path, what, f"delete {path} (or its run directory) to start this run over")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise FileFormatError(f"{path} is not a {what} (a mapping of parameter names to tensors); delete it to "
+                              "start this run over")
+    return state
+
+
 def load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer) -> dict:
     """Restore model, optimiser and RNG states from `path`; returns the loop state."""
     start_over = f"delete {path} (or its run directory) to start this run over"

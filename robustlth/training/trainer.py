@@ -24,8 +24,7 @@ from ..device import autocast, memory_format, synchronize
 from ..errors import RobustLTHError
 from ..evaluate import predict, robust_flags
 from ..runs import RunDir, atomic_torch_save
-from ..safety import safe_torch_load
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, load_state_file, save_checkpoint
 from .schedules import lr_at
 
 Mask = dict[str, torch.Tensor]
@@ -176,7 +175,7 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, attack_cfg: AttackC
         run.rewrite_metrics(history)  # lines logged after the last checkpoint would otherwise repeat
     if rewind_iteration is not None:
         if rewind_path is not None and rewind_path.exists():
-            rewind_state = safe_torch_load(rewind_path, "rewind state", f"delete {rewind_path.parent} to start over")
+            rewind_state = load_state_file(rewind_path, "rewind state")
         elif start_epoch * ipe >= max(rewind_iteration, 1):
             raise TrainingError("cannot rewind: the run was resumed past the rewind point and rewind.pt is missing")
         elif rewind_iteration == 0:
