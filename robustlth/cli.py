@@ -11,6 +11,7 @@ from typing import Optional
 from . import __version__
 from .config import (AttackConfig, DataConfig, ModelConfig, PruneConfig, TrainConfig, add_config_args,
                      check_sections, config_from_args, config_hash, load_yaml, parse_number)
+from .device import check_precision, resolve_device
 from .errors import RobustLTHError, UsageError
 from .safety import check_output_dir, check_output_file, file_digest, safe_torch_load
 
@@ -68,7 +69,6 @@ def _common(p: argparse.ArgumentParser) -> None:
 def _setup(args):
     """Checks that need no config (device, output folder), then the thread count; returns the device."""
     import torch
-    from .device import resolve_device
     device = resolve_device(args.device)
     if hasattr(args, "out"):
         check_output_dir(args.out)
@@ -115,6 +115,7 @@ def cmd_train(args) -> int:
     model_cfg = config_from_args(ModelConfig, args, sec.get("model"))
     attack_cfg = config_from_args(AttackConfig, args, sec.get("attack"))
     train_cfg = config_from_args(TrainConfig, args, sec.get("train"))
+    check_precision(device, train_cfg.precision)
     ticket, mask_id = None, None
     if args.mask:
         model_given = "model" in vars(args) or "width" in vars(args) or "model" in sec
@@ -218,6 +219,7 @@ def cmd_find_ticket(args) -> int:
     from .pruning import find_ticket
     device = _setup(args)
     spec = search_spec_from_args(args, _sections(args))
+    check_precision(device, spec.search.precision)
     ticket, run = find_ticket(spec, device, args.out, progress=args.progress, log=_say)
     print(json.dumps({"ticket": str(run.file("ticket.pt")), "sparsity": ticket.sparsity()["sparsity"],
                       "search_time": ticket.meta["search_time"]}))
@@ -244,6 +246,7 @@ def cmd_bench(args) -> int:
     bench = config_from_args(BenchConfig, args, merged["bench"])
     data_cfg = config_from_args(DataConfig, args, merged["data"])
     model_cfg = config_from_args(ModelConfig, args, merged["model"])
+    check_precision(device, bench.precision)
     results, run = run_bench(bench, data_cfg, model_cfg, device, args.out, preset=args.preset,
                              progress=args.progress, log=_say)
     h = results["headline"]
@@ -280,7 +283,7 @@ def cmd_ablate(args) -> int:
     bench = config_from_args(BenchConfig, args, merged["bench"])
     data_cfg = config_from_args(DataConfig, args, merged["data"])
     model_cfg = config_from_args(ModelConfig, args, merged["model"])
-    _setup(args)  # checks the device and --out even when jobs run elsewhere
+    check_precision(_setup(args), bench.precision)  # device, --out and precision, even when jobs run elsewhere
     if args.launcher == "submitit":
         try:
             import submitit  # noqa: F401

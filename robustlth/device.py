@@ -36,6 +36,11 @@ def autocast(device: torch.device, precision: str):
     return torch.autocast(device_type=device.type, dtype=_AUTOCAST_DTYPES[precision])
 
 
+def check_precision(device: torch.device, precision: str) -> None:
+    """Fail before any work when `precision` cannot run on `device` (building the autocast context checks it)."""
+    autocast(device, precision)
+
+
 def memory_format(channels_last: bool) -> torch.memory_format:
     return torch.channels_last if channels_last else torch.contiguous_format
 
