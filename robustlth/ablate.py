@@ -142,15 +142,20 @@ class Launcher:
     cpus_per_job: int = 2
     partition: Optional[str] = None
 
+    def __post_init__(self) -> None:  # checked when the grid is set up, not after its first stage
+        _choice("launcher", self.kind, ("serial", "submitit"))
+        if self.kind == "submitit":
+            try:
+                import submitit  # noqa: F401
+            except ImportError:
+                raise ConfigError("--launcher submitit needs submitit: pip install 'robustlth[cluster]'") from None
+
     def map(self, fn: Callable, calls: list[tuple]) -> list:
         if not calls:
             return []
         if self.kind == "serial":
             return [fn(*c) for c in calls]
-        try:
-            import submitit
-        except ImportError:
-            raise ConfigError("--launcher submitit needs submitit: pip install 'robustlth[cluster]'") from None
+        import submitit
         executor = submitit.AutoExecutor(folder=str(self.folder), cluster=self.cluster)
         params = {"timeout_min": self.timeout_min, "cpus_per_task": self.cpus_per_job}
         if self.gpus_per_job:

@@ -178,14 +178,12 @@ def cmd_eval(args) -> int:
     from .runs import atomic_write_json, environment
     device = _setup(args)
     attacks = validate_attack_names(args.attacks.split(","), args.eps)
-    if args.output:
-        check_output_file(args.output)
     model, sec, run_dir = _load_run_model(args.checkpoint, device)
     data_cfg = DataConfig.from_dict(sec["data"])
     if args.data:
         data_cfg = data_cfg.replace(data=args.data)
-    out = Path(args.output) if args.output else run_dir / f"eval_{'-'.join(attacks)}_n{args.n}.json"
-    check_output_file(out)
+    default_out = run_dir / f"eval_{'-'.join(attacks)}_n{args.n}.json"
+    out = check_output_file(default_out if args.output is None else args.output)  # before the costly evaluation
     data = load_dataset(data_cfg.replace(n_test=None))
     if args.n > len(data.test):
         raise UsageError(f"--n {args.n} but the test set of {data_cfg.data} has {len(data.test)} images")
@@ -284,11 +282,6 @@ def cmd_ablate(args) -> int:
     data_cfg = config_from_args(DataConfig, args, merged["data"])
     model_cfg = config_from_args(ModelConfig, args, merged["model"])
     check_precision(_setup(args), bench.precision)  # device, --out and precision, even when jobs run elsewhere
-    if args.launcher == "submitit":
-        try:
-            import submitit  # noqa: F401
-        except ImportError:
-            raise UsageError("--launcher submitit needs submitit: pip install 'robustlth[cluster]'") from None
     launcher = Launcher(args.launcher, cluster=args.cluster, timeout_min=args.timeout_min,
                         gpus_per_job=args.gpus_per_job, cpus_per_job=args.cpus_per_job, partition=args.partition)
     df, grid_dir = run_grid(axes, bench, data_cfg, model_cfg, args.out, launcher, args.device, args.preset, _say)
