@@ -218,3 +218,17 @@ def test_the_cli_does_not_turn_bugs_into_bad_input(monkeypatch):
     monkeypatch.setattr(cli, "cmd_models", bug)
     with pytest.raises(KeyError):
         cli.main(["models"])
+
+
+def test_two_searches_never_train_the_same_search_directory(tmp_path, capsys):
+    """A second search needing the same dense training (another ratio) is told it is already running."""
+    argv = ["find-ticket", "--model", "cnn6", "--width", "0.25", "--data", "synthetic", "--n-train", "100",
+            "--search-epochs", "1", "--device", "cpu", "--no-progress", "--out", str(tmp_path)]
+    spec = cli.search_spec_from_args(cli.build_parser().parse_args(argv), {})
+    held = RunDir.create(tmp_path, "search", spec.training_hash(), spec.to_dict())
+    with held.lock():  # the first search, still training
+        capsys.readouterr()
+        assert cli.main([*argv, "--ratio", "0.5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "already running" in err[0] and str(held.path) in err[0]
+    assert not list(held.path.glob("*.pt"))  # nothing trained
