@@ -166,7 +166,7 @@ def _load_run_model(path: Path, device):
     ckpt = safe_torch_load(ckpt_file, "robustlth checkpoint")
     try:
         model.load_state_dict(ckpt["model"])
-    except (TypeError, KeyError, RuntimeError) as e:
+    except (TypeError, KeyError, IndexError, RuntimeError) as e:
         raise UsageError(f"{ckpt_file} could not be loaded as a {model_cfg.model} checkpoint "
                          f"({str(e).strip().splitlines()[0]})") from None
     return model.to(device).eval(), sec, run_dir
