@@ -91,28 +91,31 @@ def _default(f: dataclasses.Field) -> Any:
     return dataclasses.MISSING
 
 
-_TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+# Annotation -> (test, what the message calls it). bool is an int in Python, so int and float exclude it.
+_TYPES = {bool: (lambda v: isinstance(v, bool), "true or false"),
+          int: (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+          float: (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
+                  "a finite number"),
+          str: (lambda v: isinstance(v, str), "a string")}
 
 
 def _scalar(name: str, value: Any, tp: Any) -> Any:
-    ok = {bool: lambda v: isinstance(v, bool),
-          int: lambda v: isinstance(v, int) and not isinstance(v, bool),
-          float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
-          str: lambda v: isinstance(v, str)}[tp](value)
-    _check(ok, name, value, _TYPE_WORDS[tp])
+    test, word = _TYPES.get(tp, (lambda v: True, ""))  # other annotations are left to validate()
+    _check(test(value), name, value, word)
     return value
 
 
 def _typed(name: str, value: Any, tp: Any) -> Any:
     """`value` checked against the field annotation; lists become tuples (YAML gives lists, configs are hashable)."""
     base, optional = _base_type(tp)
-    if value is None:
-        _check(optional, name, value, _TYPE_WORDS.get(base, "a list"))
-        return None
     if typing.get_origin(base) is tuple:
         elem = typing.get_args(base)[0]
-        _check(isinstance(value, (list, tuple)), name, value, f"a list, each item {_TYPE_WORDS[elem]}")
+        word = _TYPES.get(elem, (None, "a value"))[1]
+        _check(isinstance(value, (list, tuple)), name, value, f"a list, each item {word}")
         return tuple(_scalar(name, v, elem) for v in value)
+    if value is None:
+        _check(optional, name, value, _TYPES.get(base, (None, "a value"))[1])
+        return None
     return _scalar(name, value, base)
 
 

@@ -61,7 +61,8 @@ class BenchConfig(Config):
         _choice("strategy", self.strategy, STRATEGIES)
         _check(self.winning_lr > 0, "winning_lr", self.winning_lr, "a positive LR")
         _check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "a number >= 0")
-        _check(0 <= self.target_tolerance < 1, "target_tolerance", self.target_tolerance, "an accuracy margin in [0, 1)")
+        _check(0 <= self.target_tolerance < 1, "target_tolerance", self.target_tolerance,
+               "an accuracy margin in [0, 1)")
         _check(self.seed >= 0, "seed", self.seed, "an integer >= 0")
         for name in ("fast_at_epochs", "autoattack_n"):
             v = getattr(self, name)
