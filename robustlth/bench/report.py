@@ -90,8 +90,7 @@ def render_markdown(results: dict, plots: Iterable[str]) -> str:
              f"{h['target_pgd20']:.4f}. Time to target: " + ", ".join(
                  f"{k} {'never' if v is None else f'{v:.1f} s'}" for k, v in ttt.items())
              + (f" (ticket / dense total: {h['time_to_target_ratio']:.3f})." if h["time_to_target_ratio"] is not None
-                else " (the ticket never reached it)."),
-             ]
+                else " (the ticket never reached it).")]
     if "final_clean_diff" in h:
         lines.append(f"- Final test-set differences ticket − dense: clean {h['final_clean_diff']:+.4f}, "
                      + ", ".join(f"{k[6:-5]} {v:+.4f}" for k, v in h.items()
