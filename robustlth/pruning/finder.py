@@ -105,13 +105,18 @@ def layer_density(report: dict) -> dict:
     return {name: layer["density"] for name, layer in report["layers"].items()}
 
 
-def check_layers(report: dict, p: PruneConfig, r: int) -> None:
-    """A layer pruned to nothing blocks the signal: the ticket would train at chance, so it is an error."""
+def check_layers(report: dict, p: PruneConfig, r: int, log: Optional[Callable[[str], None]] = None) -> None:
+    """A layer pruned to nothing blocks the signal: the ticket would train at chance, so it is an error
+    (a warning when explicitly allowed)."""
     empty = [name for name, layer in report["layers"].items() if layer["remaining"] == 0]
-    if empty and not p.allow_empty_layers:
-        raise TicketError(f"pruning ({p.strategy}, ratio {p.ratio}, round {r}) left no weights in "
-                          f"{', '.join(empty)}: the ticket cannot learn through them; prune less, use "
-                          "global_normalized or layerwise, or pass --allow-empty-layers")
+    if not empty:
+        return
+    what = f"pruning ({p.strategy}, ratio {p.ratio}, round {r}) left no weights in {', '.join(empty)}"
+    if not p.allow_empty_layers:
+        raise TicketError(f"{what}: the ticket cannot learn through them; prune less, use global_normalized or "
+                          "layerwise, or pass --allow-empty-layers")
+    if log:
+        log(f"warning: {what} (allowed by allow_empty_layers)")
 
 
 def find_ticket(spec: SearchSpec, device: torch.device, root: str | Path = "runs", data: Optional[Dataset] = None,
@@ -165,7 +170,7 @@ def _search(spec: SearchSpec, model, data: Dataset, strategy, run: RunDir, devic
         mask = strategy.prune(model, mask, p.ratio, init_state=theta0)
         search_time += result.train_time + (time.perf_counter() - t0)
         report = sparsity_report(mask)
-        check_layers(report, p, r)
+        check_layers(report, p, r, log)
         if rewind_k > 0:
             start_state = result.rewind_state if r == 1 else load_ticket(run.path / "round_1" / "ticket.pt").state_dict
         else:
