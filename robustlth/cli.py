@@ -78,8 +78,9 @@ def _setup(args):
 
 
 def _sections(args) -> dict:
+    """The --config YAML, its sections checked against those the command reads (listed in SECTIONS)."""
     sec = load_yaml(args.config) if getattr(args, "config", None) else {}
-    return check_sections(sec, SECTIONS[args.command], args.command)
+    return check_sections(sec, SECTIONS[args.command], args.command) if args.command in SECTIONS else sec
 
 
 # ------------------------------------------------------------------------------------------------------
