@@ -15,6 +15,13 @@ import torch
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+# A train run of a few seconds on CPU, for tests that need one (append --out).
+TINY_TRAIN = ["--model", "cnn6", "--width", "0.25", "--data", "synthetic", "--n-train", "100", "--n-test", "50",
+              "--epochs", "1", "--eval-n", "20", "--eval-steps", "1", "--batch-size", "50", "--device", "cpu",
+              "--no-progress"]
+TINY_SEARCH = ["--model", "cnn6", "--width", "0.25", "--data", "synthetic", "--n-train", "100", "--n-test", "50",
+               "--search-epochs", "1", "--search-batch-size", "50", "--search-eval-n", "20", "--device", "cpu",
+               "--no-progress"]
 TIMING = re.compile(r"time|wall_clock")  # keys whose values are measured, not computed
 SKIP_FILES = {"env.json", ".lock"}
 SKIP_SUFFIXES = {".png", ".md", ".csv"}  # renderings of results.json that print timings

@@ -11,17 +11,11 @@ import pytest
 import torch
 import yaml
 
-from faults import cli
+from faults import TINY_SEARCH as SEARCH, TINY_TRAIN as TINY, cli
 from robustlth.cli import main
 from robustlth.models import build_model
 from robustlth.pruning import Ticket, dense_mask, save_ticket
 
-TINY = ["--model", "cnn6", "--width", "0.25", "--data", "synthetic", "--n-train", "100", "--n-test", "50",
-        "--epochs", "1", "--eval-n", "20", "--eval-steps", "1", "--batch-size", "50", "--device", "cpu",
-        "--no-progress"]
-SEARCH = ["--model", "cnn6", "--width", "0.25", "--data", "synthetic", "--n-train", "100", "--n-test", "50",
-          "--search-epochs", "1", "--search-batch-size", "50", "--search-eval-n", "20", "--device", "cpu",
-          "--no-progress"]
 WITH_OUT = {"train", "find-ticket", "bench", "ablate"}
 
 

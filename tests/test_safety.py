@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import robustlth.cli as cli
+from faults import TINY_SEARCH, TINY_TRAIN as TINY
 from robustlth.bench.config import BenchConfig
 from robustlth.bench.harness import headline
 from robustlth.bench.report import render_markdown
@@ -17,12 +18,9 @@ from robustlth.config import DataConfig, PruneConfig, TrainConfig, add_config_ar
 from robustlth.errors import FileFormatError, RunLockedError
 from robustlth.pruning.finder import check_layers
 from robustlth.pruning.masks import sparsity_report
-from robustlth.runs import RunDir, atomic_write_text
 from robustlth.pruning import TicketError
+from robustlth.runs import RunDir, atomic_write_text
 
-TINY = ["--model", "cnn6", "--width", "0.25", "--data", "synthetic", "--n-train", "100", "--n-test", "50",
-        "--epochs", "1", "--eval-n", "20", "--eval-steps", "1", "--batch-size", "50", "--device", "cpu",
-        "--no-progress"]
 
 
 class Payload:
@@ -85,9 +83,7 @@ def test_crafted_ticket_is_refused_by_train_and_control(tmp_path, capsys):
     assert not (tmp_path / "runs").exists()
 
 
-SEARCH = ["find-ticket", "--model", "cnn6", "--width", "0.25", "--data", "synthetic", "--n-train", "100",
-          "--n-test", "50", "--search-epochs", "1", "--search-batch-size", "50", "--search-eval-n", "20",
-          "--rounds", "2", "--rewind-iteration", "1", "--device", "cpu", "--no-progress"]
+SEARCH = ["find-ticket", *TINY_SEARCH, "--rounds", "2", "--rewind-iteration", "1"]
 
 
 @pytest.mark.faults
