@@ -20,7 +20,7 @@ def safe_torch_load(path: Path, what: str, start_over: str = "") -> Any:
 
     Any failure is one FileFormatError naming the file, what it should have been and (`start_over`) what to do.
     """
-    import torch  # here, so the CLI answers bad flags without importing torch
+    import torch  # only this function needs it; file checks and digests stay light
     path = Path(path)
     try:
         with warnings.catch_warnings():  # torch warns about foreign pickle protocols: the error below says it all
@@ -48,10 +48,10 @@ def append_line(path: Path, line: str) -> None:
     """Append one line, refusing to follow a symbolic link planted at `path`."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o666)
-    except OSError as e:
+    except OSError:
         if Path(path).is_symlink():
             raise FileFormatError(f"{path} is a symbolic link; robustlth only appends to plain files") from None
-        raise e
+        raise
     with os.fdopen(fd, "a") as fh:
         fh.write(line)
         fh.flush()
