@@ -6,7 +6,8 @@ accuracy per batch size and seed, their mean and standard deviation, and the dif
 size with a 95 % t-interval over seeds (paired: same seed, same initial weights).
 
     python benchmarks/large_batch.py --data npz:../shared/data/cifar10_exact_subset.npz --model cnn6 \
-        --epochs 8 --batches 128,512 --seeds 0,1 --device cpu --precision bf16 --out benchmarks/results/large_batch_cpu
+        --epochs 6 --batches 128,512 --seeds 0,1 --device cpu --precision bf16 --channels-last \
+        --out benchmarks/results/large_batch_cpu
 """
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ def main(argv=None) -> dict:
     p.add_argument("--data", default="npz:../shared/data/cifar10_exact_subset.npz")
     p.add_argument("--n-train", type=int, help="class-balanced subset of the training images")
     p.add_argument("--model", default="cnn6")
+    p.add_argument("--width", type=float, default=1.0)
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--lr", type=float, default=0.1, help="LR at batch 128")
     p.add_argument("--batches", default="128,512")
@@ -52,6 +54,8 @@ def main(argv=None) -> dict:
     p.add_argument("--final-n", type=int, default=1000)
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="default: on for CUDA")
     p.add_argument("--threads", type=int)
     p.add_argument("--out", type=Path, default=Path("large_batch"))
     args = p.parse_args(argv)
@@ -67,9 +71,9 @@ def main(argv=None) -> dict:
     for seed in seeds:
         for batch in batches:
             cfg = TrainConfig(epochs=args.epochs, batch_size=batch, lr=args.lr, eval_n=256, eval_steps=0,
-                              precision=args.precision, seed=seed)
+                              precision=args.precision, channels_last=args.channels_last, seed=seed)
             seed_everything(seed)
-            model = build_model(args.model)
+            model = build_model(args.model, args.width)
             t0 = time.perf_counter()
             result = train(model, data, cfg, AttackConfig(attack="pgd", attack_steps=10), device)
             final = evaluate_robustness(model, x, y, ["pgd20"], batch_size=500, seed=seed,
@@ -109,7 +113,7 @@ def summarise(runs: list[dict], batches: list[int], args, device, n: int) -> dic
 
 def markdown(s: dict) -> str:
     c = s["config"]
-    lines = [f"PGD-10 AT of {c['model']} on {c['data']}, {c['epochs']} epochs, LR {c['lr']} at batch 128 scaled "
+    lines = [f"PGD-10 AT of {c['model']} (width {c['width']:g}) on {c['data']}, {c['epochs']} epochs, LR {c['lr']} at batch 128 scaled "
              f"linearly; final accuracy on the first {s['test_images']} test images (one standard error about "
              f"{100 * (0.25 / s['test_images']) ** 0.5:.1f} points); device: {s['device']}.", "",
              "| batch | seeds | clean (mean ± 95 % CI) | PGD-20 (mean ± 95 % CI) | clean − batch "

@@ -19,9 +19,10 @@ import pandas as pd
 
 from .bench.config import BenchConfig
 from .bench.harness import run_arm, search_ticket
-from .config import Config, ConfigError, DataConfig, ModelConfig, _check, config_hash
+from .config import ATTACK_MODES, Config, ConfigError, DataConfig, ModelConfig, _check, _choice, config_hash
 from .pruning import default_search_lr, convergence
 from .runs import RunDir, atomic_write_json, atomic_write_text
+from .safety import read_json
 
 AXES = ("search_lr", "ratio", "width", "search_attack", "search_epochs", "budget")
 
@@ -43,6 +44,8 @@ class AblateConfig(Config):
                "positive numbers")
         _check(all(v >= 1 for v in self.search_epochs + self.budget), "search_epochs/budget",
                self.search_epochs + self.budget, "integers >= 1")
+        for mode in self.search_attack:
+            _choice("search_attack", mode, ATTACK_MODES)
 
 
 def expand(axes: AblateConfig, bench: BenchConfig, model: ModelConfig) -> list[dict]:
@@ -99,12 +102,13 @@ def run_cell(cell: dict, data_cfg: dict, root: str, controls: bool, device_name:
         b, m = BenchConfig.from_dict(cell["bench"]), ModelConfig.from_dict(cell["model"])
         d = DataConfig.from_dict(data_cfg)
         device, data = resolve_device(device_name), load_dataset(d)
-        # The cell's own directory holds its arms; its search lives in the grid's shared search folder.
-        arms = {arm: run_arm(arm, b, d, m, data, device, cell_dir.path, Path(root) / "search")
-                for arm in _arms(controls)}
-        result = {"id": cell["id"], "axes": cell["axes"], "status": "ok", "arms": arms}
-        atomic_write_json(cell_dir.file("result.json"), result)
-        cell_dir.file("error.json").unlink(missing_ok=True)
+        with cell_dir.lock():
+            # The cell's own directory holds its arms; its search lives in the grid's shared search folder.
+            arms = {arm: run_arm(arm, b, d, m, data, device, cell_dir.path, Path(root) / "search")
+                    for arm in _arms(controls)}
+            result = {"id": cell["id"], "axes": cell["axes"], "status": "ok", "arms": arms}
+            atomic_write_json(cell_dir.file("result.json"), result)
+            cell_dir.file("error.json").unlink(missing_ok=True)
     except Exception as e:  # recorded, not raised: one failed cell must not stop the grid
         result = {"id": cell["id"], "axes": cell["axes"], "status": "failed",
                   "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
@@ -138,15 +142,20 @@ class Launcher:
     cpus_per_job: int = 2
     partition: Optional[str] = None
 
+    def __post_init__(self) -> None:  # checked when the grid is set up, not after its first stage
+        _choice("launcher", self.kind, ("serial", "submitit"))
+        if self.kind == "submitit":
+            try:
+                import submitit  # noqa: F401
+            except ImportError:
+                raise ConfigError("--launcher submitit needs submitit: pip install 'robustlth[cluster]'") from None
+
     def map(self, fn: Callable, calls: list[tuple]) -> list:
         if not calls:
             return []
         if self.kind == "serial":
             return [fn(*c) for c in calls]
-        try:
-            import submitit
-        except ImportError:
-            raise ConfigError("--launcher submitit needs submitit: pip install 'robustlth[cluster]'") from None
+        import submitit
         executor = submitit.AutoExecutor(folder=str(self.folder), cluster=self.cluster)
         params = {"timeout_min": self.timeout_min, "cpus_per_task": self.cpus_per_job}
         if self.gpus_per_job:
@@ -164,8 +173,16 @@ def run_grid(axes: AblateConfig, bench: BenchConfig, data_cfg: DataConfig, model
     config = {"preset": preset, "axes": axes.to_dict(), "bench": bench.to_dict(), "data": data_cfg.to_dict(),
               "model": model_cfg.to_dict()}
     grid_hash = config_hash("ablate", {"axes": axes, "bench": bench, "data": data_cfg, "model": model_cfg})
+    cells = expand(axes, bench, model_cfg)  # every cell's config is validated before anything is written
+    from .data import load_dataset
+    load_dataset(data_cfg)  # so is the data
     run = RunDir.create(root, "ablate", grid_hash, config, None, bench.seed)
-    cells = expand(axes, bench, model_cfg)
+    with run.lock():
+        return _run_grid(run, cells, axes, data_cfg, launcher, device_name, log), run.path
+
+
+def _run_grid(run: RunDir, cells: list[dict], axes: AblateConfig, data_cfg: DataConfig, launcher: Launcher,
+              device_name: str, log) -> pd.DataFrame:
     atomic_write_json(run.file("cells.json"), cells)
     todo = [c for c in cells if not (run.path / "cells" / c["id"] / "result.json").exists()]
     if log:
@@ -185,17 +202,17 @@ def run_grid(axes: AblateConfig, bench: BenchConfig, data_cfg: DataConfig, model
     launcher.map(run_cell, [(c, data_cfg.to_dict(), str(run.path), axes.controls, device_name) for c in todo])
     df = collect(run.path)
     write_outputs(df, run.path, axes)
-    return df, run.path
+    return df
 
 
 def collect(grid_dir: Path) -> pd.DataFrame:
     """Rows of every cell from disk: results, or recorded errors."""
     out = []
-    for c in json.loads((Path(grid_dir) / "cells.json").read_text()):
+    for c in read_json(Path(grid_dir) / "cells.json"):
         d = Path(grid_dir) / "cells" / c["id"]
         for name in ("result.json", "error.json"):
             if (d / name).exists():
-                out += rows(json.loads((d / name).read_text()))
+                out += rows(read_json(d / name))
                 break
         else:
             out.append({"cell": c["id"], **c["axes"], "status": "not run", "arm": None, "error": None})

@@ -3,24 +3,56 @@ one clear line."""
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 from pathlib import Path
 from typing import Optional
 
 from . import __version__
-from .config import (AttackConfig, ConfigError, DataConfig, ModelConfig, PruneConfig, TrainConfig, add_config_args,
-                     config_from_args, config_hash, load_yaml)
+from .config import (AttackConfig, DataConfig, ModelConfig, PruneConfig, TrainConfig, add_config_args,
+                     check_sections, config_from_args, config_hash, load_yaml, parse_number)
+from .device import check_device_settings, resolve_device
+from .errors import RobustLTHError, UsageError
+from .safety import check_output_dir, check_output_file, file_digest, safe_torch_load
 
-
-class UsageError(ValueError):
-    pass
+# The YAML sections each command reads; any other section in --config is an error.
+SECTIONS = {"train": ("data", "model", "train", "attack"),
+            "find-ticket": ("data", "model", "search", "search_attack", "prune"),
+            "bench": ("data", "model", "bench"),
+            "ablate": ("data", "model", "bench", "axes"),
+            "locality": ("data", "model", "train", "locality")}
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, not usage + traceback
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def int_at_least(low: int):
+    """argparse type: an integer >= low."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}")
+        return value
+    return parse
+
+
+def number_in(low: float, high: float = float("inf"), low_open: bool = False):
+    """argparse type: a number (fractions such as 8/255 allowed) in [low, high] ((low, high] if low_open)."""
+    def parse(text: str) -> float:
+        try:
+            value = parse_number(text)
+        except (ValueError, ZeroDivisionError):
+            value = None
+        if value is None or value < low or value > high or (low_open and value == low):
+            where = f"{'(' if low_open else '['}{low:g}, {high:g}]"
+            raise argparse.ArgumentTypeError(f"expected a number in {where}, got {text!r}")
+        return value
+    return parse
 
 
 def _say(msg: str) -> None:
@@ -31,24 +63,25 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="YAML file with sections data/model/train/attack/...; flags override it")
     p.add_argument("--out", default="runs", help="root folder for run directories (default: runs)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=int_at_least(1), help="torch CPU threads (default: torch's choice)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 
 def _setup(args):
+    """Checks that need no config (device, output folder), then the thread count; returns the device."""
     import torch
-    from .device import resolve_device
+    device = resolve_device(args.device)
+    if hasattr(args, "out"):
+        check_output_dir(args.out)
     if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
-    return resolve_device(args.device)
+    return device
 
 
 def _sections(args) -> dict:
-    return load_yaml(args.config) if getattr(args, "config", None) else {}
-
-
-def _file_sha(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    """The --config YAML, its sections checked against those the command reads (listed in SECTIONS)."""
+    sec = load_yaml(args.config) if getattr(args, "config", None) else {}
+    return check_sections(sec, SECTIONS[args.command], args.command) if args.command in SECTIONS else sec
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -84,20 +117,22 @@ def cmd_train(args) -> int:
     model_cfg = config_from_args(ModelConfig, args, sec.get("model"))
     attack_cfg = config_from_args(AttackConfig, args, sec.get("attack"))
     train_cfg = config_from_args(TrainConfig, args, sec.get("train"))
+    check_device_settings(device, train_cfg.precision, train_cfg.cuda_graphs, train_cfg.compile)
     ticket, mask_id = None, None
     if args.mask:
         model_given = "model" in vars(args) or "width" in vars(args) or "model" in sec
         ticket, model_cfg = _load_ticket_for_training(args, model_cfg, model_given)
         from .pruning.finder import retrain_schedule
         train_cfg = retrain_schedule(train_cfg, ticket.meta, explicit=set(vars(args)) | set(sec.get("train", {})))
-        mask_id = _file_sha(args.mask)
+        mask_id = file_digest(args.mask)
     config = {"data": data_cfg.to_dict(), "model": model_cfg.to_dict(), "train": train_cfg.to_dict(),
               "attack": attack_cfg.to_dict(), "mask": str(args.mask) if args.mask else None}
     run_hash = config_hash("train", {"data": data_cfg, "model": model_cfg, "train": train_cfg, "attack": attack_cfg,
                                      "mask": mask_id})
     data = load_dataset(data_cfg)
     run = RunDir.create(args.out, "train", run_hash, config, device, train_cfg.seed)
-    _say(f"run directory: {run.path}")
+    if not run.file("checkpoint.pt").exists():  # a resumed run says so once its checkpoint has loaded
+        _say(f"run directory: {run.path}")
     seed_everything(train_cfg.seed)
     mask = None
     if ticket is not None:
@@ -118,7 +153,6 @@ def cmd_train(args) -> int:
 # ------------------------------------------------------------------------------------------------------
 def _load_run_model(path: Path, device):
     """A trained model from a run directory (or its checkpoint.pt), with the run's configs."""
-    import torch
     from .models import build_model
     path = Path(path)
     run_dir = path if path.is_dir() else path.parent
@@ -126,14 +160,17 @@ def _load_run_model(path: Path, device):
     if not ckpt_file.exists() or not (run_dir / "config.yaml").exists():
         raise UsageError(f"{path} is not a run directory (or its checkpoint.pt) with config.yaml and checkpoint.pt")
     sec = load_yaml(run_dir / "config.yaml")
+    if not isinstance(sec.get("model"), dict) or not isinstance(sec.get("data"), dict):
+        raise UsageError(f"{run_dir / 'config.yaml'} has no model and data sections: not a `robustlth train` run")
     model_cfg = ModelConfig.from_dict(sec["model"])
-    model = build_model(model_cfg.model, model_cfg.width).to(device)
+    model = build_model(model_cfg.model, model_cfg.width)
+    ckpt = safe_torch_load(ckpt_file, "robustlth checkpoint")
     try:
-        ckpt = torch.load(ckpt_file, map_location=device, weights_only=False)
         model.load_state_dict(ckpt["model"])
-    except Exception as e:
-        raise UsageError(f"{ckpt_file} could not be loaded as a {model_cfg.model} checkpoint ({e})") from None
-    return model.eval(), sec, run_dir
+    except (TypeError, KeyError, IndexError, RuntimeError) as e:
+        raise UsageError(f"{ckpt_file} could not be loaded as a {model_cfg.model} checkpoint "
+                         f"({str(e).strip().splitlines()[0]})") from None
+    return model.to(device).eval(), sec, run_dir
 
 
 def cmd_eval(args) -> int:
@@ -146,6 +183,8 @@ def cmd_eval(args) -> int:
     data_cfg = DataConfig.from_dict(sec["data"])
     if args.data:
         data_cfg = data_cfg.replace(data=args.data)
+    default_out = run_dir / f"eval_{'-'.join(attacks)}_n{args.n}.json"
+    out = check_output_file(default_out if args.output is None else args.output)  # before the costly evaluation
     data = load_dataset(data_cfg.replace(n_test=None))
     if args.n > len(data.test):
         raise UsageError(f"--n {args.n} but the test set of {data_cfg.data} has {len(data.test)} images")
@@ -153,7 +192,6 @@ def cmd_eval(args) -> int:
     result = evaluate_robustness(model, x, y, attacks, eps=args.eps, batch_size=args.batch_size, seed=args.seed,
                                  independent=args.independent, log=_say)
     result.update(checkpoint=str(args.checkpoint), data=data_cfg.data, env=environment(device))
-    out = Path(args.output) if args.output else run_dir / f"eval_{'-'.join(attacks)}_n{args.n}.json"
     atomic_write_json(out, result)
     _say(f"wrote {out}")
     print(json.dumps({k: result[k] for k in ("n", "clean", "worst_case")} |
@@ -180,6 +218,7 @@ def cmd_find_ticket(args) -> int:
     from .pruning import find_ticket
     device = _setup(args)
     spec = search_spec_from_args(args, _sections(args))
+    check_device_settings(device, spec.search.precision, spec.search.cuda_graphs, spec.search.compile)
     ticket, run = find_ticket(spec, device, args.out, progress=args.progress, log=_say)
     print(json.dumps({"ticket": str(run.file("ticket.pt")), "sparsity": ticket.sparsity()["sparsity"],
                       "search_time": ticket.meta["search_time"]}))
@@ -188,6 +227,7 @@ def cmd_find_ticket(args) -> int:
 
 def cmd_control(args) -> int:
     from .pruning import load_ticket, make_control, save_ticket
+    check_output_file(args.output)
     ticket = load_ticket(args.ticket)
     control = make_control(ticket, args.kind, seed=args.seed, k=args.k)
     save_ticket(args.output, control)
@@ -205,6 +245,7 @@ def cmd_bench(args) -> int:
     bench = config_from_args(BenchConfig, args, merged["bench"])
     data_cfg = config_from_args(DataConfig, args, merged["data"])
     model_cfg = config_from_args(ModelConfig, args, merged["model"])
+    check_device_settings(device, bench.precision, bench.cuda_graphs)
     results, run = run_bench(bench, data_cfg, model_cfg, device, args.out, preset=args.preset,
                              progress=args.progress, log=_say)
     h = results["headline"]
@@ -216,6 +257,8 @@ def cmd_bench(args) -> int:
 
 def cmd_report(args) -> int:
     from .bench.report import compare, load_results, markdown_table, write_report
+    if args.output:
+        check_output_file(args.output)
     if len(args.run_dirs) == 1 and not args.output:
         write_report(load_results(args.run_dirs[0]), args.run_dirs[0])
         _say(f"wrote {Path(args.run_dirs[0]) / 'report.md'}")
@@ -239,8 +282,7 @@ def cmd_ablate(args) -> int:
     bench = config_from_args(BenchConfig, args, merged["bench"])
     data_cfg = config_from_args(DataConfig, args, merged["data"])
     model_cfg = config_from_args(ModelConfig, args, merged["model"])
-    if args.launcher == "serial":
-        _setup(args)
+    check_device_settings(_setup(args), bench.precision, bench.cuda_graphs)  # even when jobs run elsewhere
     launcher = Launcher(args.launcher, cluster=args.cluster, timeout_min=args.timeout_min,
                         gpus_per_job=args.gpus_per_job, cpus_per_job=args.cpus_per_job, partition=args.partition)
     df, grid_dir = run_grid(axes, bench, data_cfg, model_cfg, args.out, launcher, args.device, args.preset, _say)
@@ -262,6 +304,7 @@ def cmd_locality(args) -> int:
     loc = config_from_args(LocalityConfig, args, merged["locality"])
     if model_cfg.model != "fcn":
         raise UsageError(f"locality analyses the fully connected network: --model must be fcn, not {model_cfg.model}")
+    check_device_settings(device, train_cfg.precision, train_cfg.cuda_graphs, train_cfg.compile)
     results, run = run_locality(data_cfg, model_cfg, train_cfg, loc, device, args.out, preset=args.preset, log=_say)
     _say(f"report: {run.file('report.md')}")
     best = results["rounds"][results["best_round"]]
@@ -279,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="list the model registry with parameter counts")
     p.add_argument("names", nargs="*", help="models to list (default: all)")
-    p.add_argument("--width", type=float, default=1.0, help="width multiplier (default: 1)")
+    p.add_argument("--width", type=number_in(0, low_open=True), default=1.0, help="width multiplier (default: 1)")
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("train", help="train a model (natural or adversarial, dense or with --mask TICKET)")
@@ -294,16 +337,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", type=Path, required=True, help="run directory or its checkpoint.pt")
     p.add_argument("--attacks", default="pgd20,pgd100,cw,autoattack",
                    help="comma-separated: fgsm, pgdK[xR], cw[K][xR], autoattack, ta-NAME (default: %(default)s)")
-    p.add_argument("--n", type=int, default=1000, help="number of test images (default: 1000)")
-    p.add_argument("--eps", type=float, default=8 / 255, help="L-inf budget (default: 8/255)")
+    p.add_argument("--n", type=int_at_least(1), default=1000, help="number of test images (default: 1000)")
+    p.add_argument("--eps", type=number_in(0, 1), default=8 / 255, help="L-inf budget (default: 8/255)")
     p.add_argument("--data", help="override the run's data source")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int_at_least(1), default=256)
+    p.add_argument("--seed", type=int_at_least(0), default=0)
     p.add_argument("--independent", action="store_true",
                    help="run every attack on all clean-correct points (default: only on points still robust)")
     p.add_argument("--output", help="result JSON path (default: inside the run directory)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int)
+    p.add_argument("--threads", type=int_at_least(1))
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("find-ticket", help="search a (boosting) ticket: train, prune, reset; IMP with --rounds")
@@ -339,9 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="serial in-process, or one submitit job per search and per cell")
     p.add_argument("--cluster", choices=["local", "slurm", "debug"], default=None,
                    help="submitit executor (default: SLURM if available, else local processes)")
-    p.add_argument("--timeout-min", type=int, default=240)
-    p.add_argument("--gpus-per-job", type=int, default=0)
-    p.add_argument("--cpus-per-job", type=int, default=2)
+    p.add_argument("--timeout-min", type=int_at_least(1), default=240)
+    p.add_argument("--gpus-per-job", type=int_at_least(0), default=0)
+    p.add_argument("--cpus-per-job", type=int_at_least(1), default=2)
     p.add_argument("--partition", help="SLURM partition")
     for cls in (DataConfig, ModelConfig, BenchConfig):
         add_config_args(p, cls)
@@ -352,8 +395,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("control", help="make a control ticket: random re-init, random pruning, or noise")
     p.add_argument("--ticket", type=Path, required=True)
     p.add_argument("--kind", required=True, choices=CONTROLS)
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--k", type=float, default=0.5, help="noise scale in units of each layer's init std")
+    p.add_argument("--seed", type=int_at_least(0), default=1)
+    p.add_argument("--k", type=number_in(0), default=0.5, help="noise scale in units of each layer's init std")
     p.add_argument("--output", type=Path, required=True)
     p.set_defaults(func=cmd_control)
 
@@ -368,16 +411,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from .data import DataError
-    from .training import TrainingError
     try:
         return args.func(args)
-    except (ConfigError, DataError, UsageError, TrainingError, ValueError, FileNotFoundError) as e:
-        # (TicketError and the attack/strategy errors are ValueErrors too.)
-        print(f"robustlth {args.command}: error: {e}", file=sys.stderr)
+    except (RobustLTHError, OSError) as e:  # bad input or a bad file; anything else is a bug: a traceback
+        print(f"robustlth {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"robustlth {args.command}: interrupted; run the same command again to resume", file=sys.stderr)

@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import math
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -17,13 +18,15 @@ from typing import Any, Optional, Tuple
 
 import yaml
 
+from .errors import RobustLTHError
+
 # Bump when the meaning of a hyperparameter changes, so old run directories are not reused by mistake.
 # 2: the LR is scaled linearly from a reference batch of 128; precision, channels_last and CUDA graphs are
 #    chosen per device unless given.
 SCHEMA_VERSION = 2
 
 
-class ConfigError(ValueError):
+class ConfigError(RobustLTHError, ValueError):
     """A hyperparameter has a value that is not allowed; the message names the field."""
 
 
@@ -42,10 +45,10 @@ class Config:
     """Base class: validation hook, dict/YAML conversion, non-default view for hashing."""
 
     def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
         for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, list):  # YAML gives lists; keep the dataclass hashable
-                object.__setattr__(self, f.name, tuple(value))
+            # Types first (YAML can hold anything), so validate() compares numbers with numbers.
+            object.__setattr__(self, f.name, _typed(f.name, getattr(self, f.name), hints[f.name]))
         self.validate()
 
     def validate(self) -> None:  # overridden
@@ -53,6 +56,10 @@ class Config:
 
     def to_dict(self) -> dict:
         return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+
+    def identity(self) -> dict:
+        """What makes a run with this config distinct (hashed into run directory names)."""
+        return self.non_default()
 
     def non_default(self) -> dict:
         out = {}
@@ -64,6 +71,8 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: Optional[dict]):
+        if d is not None and not isinstance(d, dict):
+            raise ConfigError(f"{cls.__name__} values must be a mapping of field: value, got {d!r}")
         d = dict(d or {})
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
@@ -82,6 +91,34 @@ def _default(f: dataclasses.Field) -> Any:
     if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
         return f.default_factory()  # type: ignore[misc]
     return dataclasses.MISSING
+
+
+# Annotation -> (test, what the message calls it). bool is an int in Python, so int and float exclude it.
+_TYPES = {bool: (lambda v: isinstance(v, bool), "true or false"),
+          int: (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+          float: (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
+                  "a finite number"),
+          str: (lambda v: isinstance(v, str), "a string")}
+
+
+def _scalar(name: str, value: Any, tp: Any) -> Any:
+    test, word = _TYPES.get(tp, (lambda v: True, ""))  # other annotations are left to validate()
+    _check(test(value), name, value, word)
+    return value
+
+
+def _typed(name: str, value: Any, tp: Any) -> Any:
+    """`value` checked against the field annotation; lists become tuples (YAML gives lists, configs are hashable)."""
+    base, optional = _base_type(tp)
+    if typing.get_origin(base) is tuple:
+        elem = typing.get_args(base)[0]
+        word = _TYPES.get(elem, (None, "a value"))[1]
+        _check(isinstance(value, (list, tuple)), name, value, f"a list, each item {word}")
+        return tuple(_scalar(name, v, elem) for v in value)
+    if value is None:
+        _check(optional, name, value, _TYPES.get(base, (None, "a value"))[1])
+        return None
+    return _scalar(name, value, base)
 
 
 def _plain(value: Any) -> Any:
@@ -114,8 +151,23 @@ class DataConfig(Config):
         _check(ok, "data", src, "cifar10, synthetic, npz:PATH or cifar10-jpeg:PATH")
         for name in ("n_train", "n_test"):
             v = getattr(self, name)
-            _check(v is None or (isinstance(v, int) and v > 0), name, v, "a positive integer or none")
-        _check(isinstance(self.val_size, int) and self.val_size >= 0, "val_size", self.val_size, "an integer >= 0")
+            _check(v is None or v > 0, name, v, "a positive integer or none")
+        _check(self.val_size >= 0, "val_size", self.val_size, "an integer >= 0")
+        _check(self.data_seed >= 0, "data_seed", self.data_seed, "an integer >= 0")
+
+    def file(self) -> Optional[Path]:
+        """The data file of an npz:/cifar10-jpeg: source (None for downloaded or synthetic data)."""
+        return Path(self.data.split(":", 1)[1]).expanduser() if ":" in self.data else None
+
+    def identity(self) -> dict:
+        """A data file is identified by its content too: a file replaced at the same path is a new run."""
+        from .safety import file_digest
+        out = self.non_default()
+        if self.file() is not None:
+            if not self.file().is_file():
+                raise ConfigError(f"data file {self.file()} does not exist")
+            out["content_sha256"] = file_digest(self.file())
+        return out
 
 
 @dataclass(frozen=True)
@@ -196,6 +248,7 @@ class TrainConfig(Config):
         _check(self.warmup_epochs >= 0, "warmup_epochs", self.warmup_epochs, "a number >= 0")
         _check(self.warmup_start_lr >= 0, "warmup_start_lr", self.warmup_start_lr, "a number >= 0")
         _check(self.eval_n >= 1, "eval_n", self.eval_n, "an integer >= 1")
+        _check(self.seed >= 0, "seed", self.seed, "an integer >= 0")
         _check(self.eval_steps >= 0, "eval_steps", self.eval_steps, "an integer >= 0")
         _choice("precision", self.precision, PRECISIONS)
         _check(self.lr_reference_batch is None or (isinstance(self.lr_reference_batch, int)
@@ -221,6 +274,8 @@ class PruneConfig(Config):
                                                                          "(default: half of ratio)"})
     dense_layers: Tuple[str, ...] = field(default=(), metadata={"help": "global/random: parameter names left dense"})
     prune_seed: int = field(default=0, metadata={"help": "seed of the random strategy"})
+    allow_empty_layers: bool = field(default=False, metadata={"help": "accept a ticket with a layer pruned to "
+                                                                      "nothing (it cannot learn through it)"})
 
     def validate(self) -> None:
         _choice("strategy", self.strategy, STRATEGIES)
@@ -230,6 +285,7 @@ class PruneConfig(Config):
                self.rewind_iteration, "an integer >= 0")
         _check(self.output_rate is None or 0 <= self.output_rate < 1, "output_rate", self.output_rate,
                "a rate in [0, 1) or none")
+        _check(self.prune_seed >= 0, "prune_seed", self.prune_seed, "an integer >= 0")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -248,6 +304,19 @@ def load_yaml(path: str | Path) -> dict:
     return d
 
 
+def check_sections(sections: dict, allowed: typing.Iterable[str], command: str) -> dict:
+    """The YAML sections `command` reads; any other section is an error naming it and the allowed ones."""
+    allowed = list(allowed)
+    unknown = sorted(str(k) for k in sections if k not in allowed)
+    if unknown:
+        raise ConfigError(f"unknown config section(s) {', '.join(unknown)} for `robustlth {command}`; "
+                          f"allowed: {', '.join(allowed)}")
+    for name, value in sections.items():
+        if value is not None and not isinstance(value, dict):
+            raise ConfigError(f"config section {name!r} must be a mapping of field: value, got {value!r}")
+    return {k: v or {} for k, v in sections.items()}
+
+
 def dump_yaml(d: dict) -> str:
     return yaml.safe_dump(d, sort_keys=False)
 
@@ -261,6 +330,18 @@ def _base_type(tp: Any) -> tuple[Any, bool]:
     return tp, False
 
 
+def parse_number(text: str) -> float:
+    """A float, or a fraction such as 8/255 (as the help texts print budgets)."""
+    num, slash, den = text.partition("/")
+    value = float(num) / float(den) if slash else float(text)
+    if not math.isfinite(value):
+        raise ValueError(text)
+    return value
+
+
+_FLAG_TYPES = {float: parse_number}  # flag text -> value, where the type itself is not the parser
+
+
 def _parser_for(tp: Any, name: str):
     base, optional = _base_type(tp)
     origin = typing.get_origin(base)
@@ -271,9 +352,9 @@ def _parser_for(tp: Any, name: str):
         try:
             if origin in (tuple, typing.Tuple):
                 elem = typing.get_args(base)[0]
-                return tuple(elem(t) for t in text.split(",") if t.strip())
-            return base(text)
-        except ValueError:
+                return tuple(_FLAG_TYPES.get(elem, elem)(t.strip()) for t in text.split(",") if t.strip())
+            return _FLAG_TYPES.get(base, base)(text)
+        except (ValueError, ZeroDivisionError):
             raise argparse.ArgumentTypeError(f"invalid {name} value {text!r}") from None
     return parse
 
@@ -324,7 +405,7 @@ def config_hash(kind: str, sections: dict[str, Any]) -> str:
     payload: dict[str, Any] = {"kind": kind, "schema": SCHEMA_VERSION}
     for name in sorted(sections):
         value = sections[name]
-        value = value.non_default() if isinstance(value, Config) else value
+        value = value.identity() if isinstance(value, Config) else value
         if value not in ({}, None):
             payload[name] = value
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"))

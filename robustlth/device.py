@@ -6,6 +6,8 @@ from typing import Optional
 
 import torch
 
+from .config import ConfigError
+
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -17,11 +19,11 @@ def resolve_device(name: Optional[str] = "auto") -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ValueError(f"invalid device {name!r}: expected auto, cpu, cuda or cuda:N") from None
+        raise ConfigError(f"invalid device {name!r}: expected auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available; use --device cpu")
+        raise ConfigError(f"device {name!r} requested but CUDA is not available; use --device cpu")
     if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"invalid device {name!r}: expected auto, cpu, cuda or cuda:N")
+        raise ConfigError(f"invalid device {name!r}: expected auto, cpu, cuda or cuda:N")
     return device
 
 
@@ -44,7 +46,8 @@ def resolve_cuda_graphs(device: torch.device, cuda_graphs: Optional[bool], preci
     if cuda_graphs is None:
         return device.type == "cuda" and not compile_ and precision != "fp16"
     if cuda_graphs and device.type != "cuda":
-        raise ValueError(f"cuda_graphs needs a CUDA device, not {device}; use --no-cuda-graphs")
+        raise ConfigError(f"invalid cuda_graphs=True: CUDA graphs need a CUDA device, not {device}; use "
+                          "--no-cuda-graphs")
     return bool(cuda_graphs)
 
 
@@ -54,8 +57,15 @@ def autocast(device: torch.device, precision: str):
     if precision == "fp32":
         return contextlib.nullcontext()
     if precision == "fp16" and device.type == "cpu":
-        raise ValueError("precision fp16 is not supported on CPU; use bf16 or fp32")
+        raise ConfigError("precision fp16 is not supported on CPU; use bf16 or fp32")
     return torch.autocast(device_type=device.type, dtype=_AUTOCAST_DTYPES[precision])
+
+
+def check_device_settings(device: torch.device, precision: str, cuda_graphs: Optional[bool] = None,
+                          compile_: bool = False) -> None:
+    """Fail before any work when `precision` or CUDA graphs cannot run on `device`."""
+    autocast(device, precision)  # building the context checks the precision
+    resolve_cuda_graphs(device, cuda_graphs, resolve_precision(device, precision), compile_)
 
 
 def memory_format(channels_last: bool) -> torch.memory_format:

@@ -18,6 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .attacks import Attack, attack_from_spec
+from .config import ConfigError
 from .device import autocast, synchronize
 
 DEFAULT_ATTACKS = ("pgd20", "pgd100", "cw", "autoattack")
@@ -104,9 +105,9 @@ def torchattacks_flags(name: str, model: nn.Module, x: torch.Tensor, y: torch.Te
     try:
         import torchattacks
     except ImportError:
-        raise ValueError(f"attack ta-{name} needs torchattacks: pip install 'robustlth[attacks]'") from None
+        raise ConfigError(f"attack ta-{name} needs torchattacks: pip install 'robustlth[attacks]'") from None
     if name not in TORCHATTACKS_LINF:
-        raise ValueError(f"unknown torchattacks attack ta-{name}: expected one of "
+        raise ConfigError(f"unknown torchattacks attack ta-{name}: expected one of "
                          + ", ".join("ta-" + k for k in TORCHATTACKS_LINF))
     atk = getattr(torchattacks, TORCHATTACKS_LINF[name])(model, eps=eps)
     flags = []
@@ -131,13 +132,13 @@ def _attack_flags(spec: str, model, x, y, eps, batch_size, seed, precision) -> t
 def validate_attack_names(names: Iterable[str], eps: float = 8 / 255) -> list[str]:
     names = [n.strip() for n in names if n.strip()]
     if not names:
-        raise ValueError("no attacks given: expected e.g. pgd20,pgd100,cw,autoattack")
+        raise ConfigError("no attacks given: expected e.g. pgd20,pgd100,cw,autoattack")
     for n in names:
         if n == "autoattack":
             continue
         if n.startswith("ta-"):
             if n[3:] not in TORCHATTACKS_LINF:
-                raise ValueError(f"unknown torchattacks attack {n}: expected one of "
+                raise ConfigError(f"unknown torchattacks attack {n}: expected one of "
                                  + ", ".join("ta-" + k for k in TORCHATTACKS_LINF))
             continue
         attack_from_spec(n, eps)

@@ -6,6 +6,8 @@ for their results on disk and skip work already done.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import io
 import json
 import os
@@ -13,22 +15,33 @@ import platform
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import torch
 
 from . import __version__
 from .config import dump_yaml
+from .errors import RunLockedError
+from .safety import append_line, read_json
 
 DEFAULT_ROOT = "runs"
+TMP_SUFFIX = ".tmp"  # atomic writes' temporary files: `.NAME.XXXX.tmp` beside their target
+LOCK_FILE = ".lock"
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary file in the same directory, then rename: readers never see half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; keep the permissions a plain open() gives
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -125,26 +138,50 @@ class RunDir:
     def file(self, name: str) -> Path:
         return self.path / name
 
+    @contextlib.contextmanager
+    def lock(self):
+        """Hold this directory for one process: a second one gets a clear 'already running' error.
+
+        The lock is an flock on `.lock`, released by the kernel when the holder dies (kill -9 included), so
+        it never goes stale. The holder owns the directory's tree, so it removes the temporary files that
+        interrupted writes left anywhere in it.
+        """
+        fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise RunLockedError(f"{self.path} is already in use by another robustlth process (already "
+                                     "running); wait for it to finish or stop it, then run this again") from None
+            self.remove_stale_tmp(recursive=True)
+            yield self
+        finally:
+            os.close(fd)
+
+    def remove_stale_tmp(self, recursive: bool = False) -> None:
+        """Delete half-written temporary files of atomic writes killed before their rename."""
+        pattern = f".*{TMP_SUFFIX}"
+        for tmp in self.path.rglob(pattern) if recursive else self.path.glob(pattern):
+            tmp.unlink(missing_ok=True)
+
     def log(self, record: dict) -> None:
-        """Append one JSON line to metrics.jsonl (a line is written whole, then flushed)."""
-        with open(self.path / "metrics.jsonl", "a") as fh:
-            fh.write(json.dumps(record, default=_json_default) + "\n")
-            fh.flush()
+        """Append one JSON line to metrics.jsonl (written whole; never through a planted symbolic link)."""
+        append_line(self.path / "metrics.jsonl", json.dumps(record, default=_json_default) + "\n")
 
     def metrics(self) -> list[dict]:
         return read_jsonl(self.path / "metrics.jsonl")
 
-    def truncate_metrics(self, keep: Callable[[dict], bool]) -> None:
-        """Drop metric lines written after the last checkpoint, so a resumed run does not log twice."""
-        records = [r for r in self.metrics() if keep(r)]
-        atomic_write_text(self.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+    def rewrite_metrics(self, records: list[dict]) -> None:
+        """Make metrics.jsonl exactly `records` (the checkpointed history), so a resumed run never logs twice."""
+        atomic_write_text(self.path / "metrics.jsonl",
+                          "".join(json.dumps(r, default=_json_default) + "\n" for r in records))
 
     def write_json(self, name: str, obj: Any) -> Path:
         atomic_write_json(self.path / name, obj)
         return self.path / name
 
     def read_json(self, name: str) -> Any:
-        return json.loads((self.path / name).read_text())
+        return read_json(self.path / name)
 
 
 def read_jsonl(path: Path) -> list[dict]:

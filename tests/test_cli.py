@@ -76,6 +76,9 @@ def test_find_ticket_then_train_the_ticket(tmp_path, capsys):
                  "--search-batch-size", "50", "--search-eval-n", "20", "--search-eval-steps", "1", *common]) == 0
     found = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert found["sparsity"] == pytest.approx(0.8, abs=1e-4)
+    summary = json.loads((tmp_path / found["ticket"].split("/")[-2] / "summary.json").read_text())
+    density = summary["layer_density"]  # per layer, so a layer pruned to nothing cannot hide in the total
+    assert len(density) >= 6 and all(0 < d <= 1 for d in density.values())
     ticket = found["ticket"]
     assert main(["control", "--ticket", ticket, "--kind", "reinit", "--output", str(tmp_path / "reinit.pt")]) == 0
     capsys.readouterr()

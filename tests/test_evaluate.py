@@ -28,7 +28,9 @@ def test_worst_case_is_per_sample_and_cascade(trained):
     assert r["worst_case"] <= min(own.values()) <= r["clean"]
     assert own["pgd10"] <= own["fgsm"] + 1 / 64
     cascade = evaluate_robustness(model, x, y, ["fgsm", "pgd10", "cw10"])
-    assert cascade["worst_case"] == r["worst_case"]  # same seeds, same points broken
+    # Each attack's random start is drawn for the batch it runs on, so running only on points still robust
+    # can flip a point either way; the per-sample worst case agrees up to that.
+    assert abs(cascade["worst_case"] - r["worst_case"]) <= 2 / 64
     after = [a["robust_after"] for a in cascade["attacks"]]
     assert after == sorted(after, reverse=True)
     assert cascade["attacks"][0]["accuracy"] == own["fgsm"] and cascade["attacks"][1]["accuracy"] is None

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..config import AttackConfig
+from ..config import AttackConfig, ConfigError
 
 
 def ce_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -40,9 +40,9 @@ class Attack(ABC):
 
     def __init__(self, eps: float, model_mode: str = "eval"):
         if not 0.0 <= eps <= 1.0:
-            raise ValueError(f"invalid eps={eps!r}: expected a pixel budget in [0, 1]")
+            raise ConfigError(f"invalid eps={eps!r}: expected a pixel budget in [0, 1]")
         if model_mode not in ("eval", "train"):
-            raise ValueError(f"invalid model_mode={model_mode!r}: expected eval or train")
+            raise ConfigError(f"invalid model_mode={model_mode!r}: expected eval or train")
         self.eps, self.model_mode = eps, model_mode
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
@@ -83,9 +83,9 @@ class PGD(Attack):
                  init_radius: Optional[float] = None, project: bool = True):
         super().__init__(eps, model_mode)
         if steps < 1 or restarts < 1:
-            raise ValueError(f"invalid steps={steps}/restarts={restarts}: expected integers >= 1")
+            raise ConfigError(f"invalid steps={steps}/restarts={restarts}: expected integers >= 1")
         if loss not in LOSSES:
-            raise ValueError(f"invalid loss={loss!r}: expected one of {', '.join(LOSSES)}")
+            raise ConfigError(f"invalid loss={loss!r}: expected one of {', '.join(LOSSES)}")
         self.steps, self.restarts = steps, restarts
         self.step_size = eps / 4 if step_size is None else step_size
         self.random_start = random_start
@@ -174,12 +174,12 @@ def attack_from_spec(spec: str, eps: float) -> Attack:
         return ATTACKS[spec](eps)
     m = _SPEC.match(spec)
     if not m:
-        raise ValueError(f"unknown attack {spec!r}: expected fgsm, pgdK[xR] (e.g. pgd20, pgd100x5), cw[K][xR], "
+        raise ConfigError(f"unknown attack {spec!r}: expected fgsm, pgdK[xR] (e.g. pgd20, pgd100x5), cw[K][xR], "
                          "autoattack, or ta-NAME for a torchattacks attack")
     kind, steps, restarts = m.group(1), m.group(2), int(m.group(3) or 1)
     if kind == "pgd":
         if steps is None:
-            raise ValueError(f"attack {spec!r} needs a step count, e.g. pgd20")
+            raise ConfigError(f"attack {spec!r} needs a step count, e.g. pgd20")
         return PGD(eps, steps=int(steps), restarts=restarts)
     return CWPGD(eps, steps=int(steps or 30), restarts=restarts)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
-from ..config import ATTACK_MODES, PRECISIONS, Config, ConfigError, _check, _choice
+from ..config import ATTACK_MODES, PRECISIONS, STRATEGIES, Config, ConfigError, _check, _choice
 
 ARMS = ("dense", "ticket", "reinit", "random_prune", "winning", "fast_at")
 
@@ -62,6 +62,18 @@ class BenchConfig(Config):
         _check(0 <= self.eps <= 1, "eps", self.eps, "a pixel budget in [0, 1]")
         _check(self.lr > 0 and (self.search_lr is None or self.search_lr > 0), "lr", self.lr, "positive LRs")
         _choice("precision", self.precision, PRECISIONS)
+        _choice("strategy", self.strategy, STRATEGIES)
+        _check(self.winning_lr > 0, "winning_lr", self.winning_lr, "a positive LR")
+        _check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "a number >= 0")
+        _check(0 <= self.target_tolerance < 1, "target_tolerance", self.target_tolerance,
+               "an accuracy margin in [0, 1)")
+        _check(self.seed >= 0, "seed", self.seed, "an integer >= 0")
+        for name in ("fast_at_epochs", "autoattack_n"):
+            v = getattr(self, name)
+            _check(v is None or v >= 1, name, v, "an integer >= 1 or none")
+        if self.final_attacks:  # empty: no final evaluation
+            from ..evaluate import validate_attack_names
+            validate_attack_names(self.final_attacks, self.eps)
 
 
 # Presets: sections data / model / bench, each overridable from YAML (--config) and flags.

@@ -71,6 +71,12 @@ def run_arm(arm: str, b: BenchConfig, data_cfg, model_cfg, data: Dataset, device
     arm_run = RunDir(Path(root) / arm)
     if arm_run.file("arm.json").exists():
         return arm_run.read_json("arm.json")
+    with arm_run.lock():
+        return _run_arm(arm_run, arm, b, data_cfg, model_cfg, data, device, search_root, progress, log)
+
+
+def _run_arm(arm_run: RunDir, arm: str, b: BenchConfig, data_cfg, model_cfg, data, device, search_root, progress,
+             log) -> dict:
     if log:
         log(f"--- arm {arm} ---")
     model, mask, search_time, cfg, attack = _arm_setup(arm, b, data_cfg, model_cfg, data, device, search_root, log)
@@ -108,8 +114,10 @@ def time_to_target(curve: list[dict], target: float) -> Optional[float]:
     return None
 
 
-def final_metrics(final: dict) -> dict:
-    """Flat final test-set metrics: clean, each attack's cumulative robust accuracy, worst case."""
+def final_metrics(final: Optional[dict]) -> dict:
+    """Flat final test-set metrics: clean, each attack's cumulative robust accuracy, worst case (none: {})."""
+    if not final:
+        return {}
     out = {"clean": final["clean"]}
     for a in final["attacks"]:
         out[a["name"]] = a["robust_after"]
@@ -122,16 +130,17 @@ def headline(arms: dict, b: BenchConfig) -> dict:
     dense, ticket = arms["dense"], arms["ticket"]
     target = dense["curve"][-1]["pgd20"] - b.target_tolerance
     ttt = {name: time_to_target(a["curve"], target) for name, a in arms.items()}
-    first = b.final_attacks[0]
-    d, t = final_metrics(dense["final"]), final_metrics(ticket["final"])
     h = {"total_time_ratio": ticket["total_time"] / dense["total_time"],
          "target_pgd20": target, "target_split": dense["eval_split"],
          "time_to_target": ttt,
          "time_to_target_ratio": (ttt["ticket"] / dense["total_time"]) if ttt["ticket"] is not None else None,
          # The dense run may itself reach the target long before its budget ends: compare with that too.
-         "time_to_target_vs_dense": (ttt["ticket"] / ttt["dense"]) if ttt["ticket"] and ttt["dense"] else None,
-         "final_clean_diff": t["clean"] - d["clean"], f"final_{first}_diff": t[first] - d[first],
-         "final_worst_case_diff": t["worst_case"] - d["worst_case"]}
+         "time_to_target_vs_dense": (ttt["ticket"] / ttt["dense"]) if ttt["ticket"] and ttt["dense"] else None}
+    if b.final_attacks:  # an empty list means no final evaluation
+        first = b.final_attacks[0]
+        d, t = final_metrics(dense["final"]), final_metrics(ticket["final"])
+        h.update({"final_clean_diff": t["clean"] - d["clean"], f"final_{first}_diff": t[first] - d[first],
+                  "final_worst_case_diff": t["worst_case"] - d["worst_case"]})
     if dense["eval_split"] == "val":  # best epochs chosen on validation data, never on the test set
         h["best_epoch_val"] = {name: max(a["curve"], key=lambda r: r["pgd20"] or 0)["epoch"] for name, a in arms.items()}
     return h
@@ -145,11 +154,13 @@ def run_bench(b: BenchConfig, data_cfg: DataConfig, model_cfg: ModelConfig, devi
     run = RunDir.create(root, "bench", bench_hash(b, data_cfg, model_cfg), config, device, b.seed)
     if log:
         log(f"benchmark directory: {run.path}")
-    arms = {}
-    for arm in b.arms:
-        arms[arm] = run_arm(arm, b, data_cfg, model_cfg, data, device, run.path, run.path / "search", progress, log)
-    results = {"config": config, "environment": environment(device), "headline": headline(arms, b), "arms": arms}
-    run.write_json("results.json", results)
-    from .report import write_report
-    write_report(results, run.path)
+    with run.lock():
+        arms = {}
+        for arm in b.arms:
+            arms[arm] = run_arm(arm, b, data_cfg, model_cfg, data, device, run.path, run.path / "search", progress,
+                                log)
+        results = {"config": config, "environment": environment(device), "headline": headline(arms, b), "arms": arms}
+        run.write_json("results.json", results)
+        from .report import write_report
+        write_report(results, run.path)
     return results, run

@@ -8,7 +8,9 @@ from typing import Iterable
 
 import pandas as pd
 
+from ..errors import UsageError
 from ..runs import atomic_write_text
+from ..safety import read_json
 from .harness import final_metrics
 
 
@@ -88,10 +90,13 @@ def render_markdown(results: dict, plots: Iterable[str]) -> str:
              f"{h['target_pgd20']:.4f}. Time to target: " + ", ".join(
                  f"{k} {'never' if v is None else f'{v:.1f} s'}" for k, v in ttt.items())
              + (f" (ticket / dense total: {h['time_to_target_ratio']:.3f})." if h["time_to_target_ratio"] is not None
-                else " (the ticket never reached it)."),
-             f"- Final test-set differences ticket − dense: clean {h['final_clean_diff']:+.4f}, "
-             + ", ".join(f"{k[6:-5]} {v:+.4f}" for k, v in h.items() if k.startswith("final_") and k.endswith("_diff")
-                         and k != "final_clean_diff") + "."]
+                else " (the ticket never reached it).")]
+    if "final_clean_diff" in h:
+        lines.append(f"- Final test-set differences ticket − dense: clean {h['final_clean_diff']:+.4f}, "
+                     + ", ".join(f"{k[6:-5]} {v:+.4f}" for k, v in h.items()
+                                 if k.startswith("final_") and k.endswith("_diff") and k != "final_clean_diff") + ".")
+    else:
+        lines.append("- No final test-set evaluation (final_attacks is empty).")
     if h.get("time_to_target_vs_dense") is not None:
         lines.append(f"- The dense run itself reached the target after {ttt['dense']:.1f} s: the ticket's time to target is "
                      f"**{h['time_to_target_vs_dense']:.2f}x** the dense run's (below 1: the ticket gets there sooner).")
@@ -103,7 +108,7 @@ def render_markdown(results: dict, plots: Iterable[str]) -> str:
         lines.append(f"- **{k} stopped early**: {v}")
     lines += ["", "## Arms (final epoch; test metrics are robust accuracy after each attack, cumulative)", "",
               markdown_table(arms_table(results)), ""]
-    warns = {k: a["final"]["warnings"] for k, a in results["arms"].items() if a["final"]["warnings"]}
+    warns = {k: a["final"]["warnings"] for k, a in results["arms"].items() if a["final"] and a["final"]["warnings"]}
     if warns:
         lines += ["## Evaluation warnings", ""] + [f"- {k}: {w}" for k, ws in warns.items() for w in ws] + [""]
     lines += [f"![{p}]({p})" for p in plots]
@@ -120,9 +125,13 @@ def write_report(results: dict, out_dir: Path) -> None:
 
 def load_results(run_dir: Path) -> dict:
     path = Path(run_dir) / "results.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{run_dir} has no results.json: not a finished benchmark directory")
-    return json.loads(path.read_text())
+    if not path.is_file():
+        raise UsageError(f"{run_dir} has no results.json: not a finished benchmark directory")
+    results = read_json(path, "benchmark results file")
+    if not (isinstance(results, dict) and {"config", "environment", "headline", "arms"} <= set(results)):
+        raise UsageError(f"{path} is not a benchmark's results.json (a train or other run?): `robustlth report` "
+                         "reads bench run directories")
+    return results
 
 
 def compare(run_dirs: list[Path]) -> pd.DataFrame:

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..config import DataConfig
+from ..errors import RobustLTHError
 
 NUM_CLASSES = 10
 IMAGE_SHAPE = (32, 32, 3)
@@ -22,7 +23,7 @@ CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
 
-class DataError(ValueError):
+class DataError(RobustLTHError, ValueError):
     """A data source is missing, unreadable or malformed; the message says which and how to fix it."""
 
 

@@ -17,6 +17,7 @@ from ..pruning.strategies import Layerwise
 from ..pruning.ticket import Ticket, load_ticket, save_ticket
 from ..runs import RunDir, atomic_torch_save
 from ..training import seed_everything, train
+from ..training.checkpoint import load_state_file
 from .analysis import locality_scores
 from .config import LocalityConfig
 
@@ -107,7 +108,7 @@ def run_imp(model_cfg: ModelConfig, cfg: TrainConfig, loc: LocalityConfig, data:
             summary["stopped"] = stop_reason(model, nxt, loc.stop_units) or (
                 f"max_rounds={loc.max_rounds} reached" if r == loc.max_rounds else None)
             if summary["stopped"] is None:
-                rewind = torch.load(run.path / "round_0" / "rewind.pt", map_location="cpu", weights_only=True)
+                rewind = load_state_file(run.path / "round_0" / "rewind.pt", "rewind state")
                 save_ticket(RunDir(run.path / f"round_{r + 1}").file("ticket.pt"),
                             Ticket(nxt, rewind, {"model": model_cfg.model, "width": model_cfg.width, "round": r + 1}))
             rdir.write_json("summary.json", summary)

@@ -14,6 +14,7 @@ from ..pruning.masks import Mask, dense_mask
 from ..pruning.strategies import Layerwise, RandomPruning
 from ..pruning.ticket import Ticket, load_ticket, save_ticket
 from ..runs import RunDir, environment
+from ..training.checkpoint import load_state_file
 from .config import LocalityConfig
 from .controls import merge_labels, train_fraction
 from .imp import best_round, first_layer, run_imp, train_mask
@@ -62,7 +63,7 @@ def _mask_of(imp_dir: RunDir, r: int, model) -> Mask:
 def _arm(model, mask: Mask, summary: dict, rdir: RunDir, data: Dataset, loc: LocalityConfig, device) -> dict:
     """An analysed arm: its first-layer mask, summary and unit-removal accuracies (weights from rdir; none for
     the dense network, whose units all tie in in-degree)."""
-    model.load_state_dict(torch.load(rdir.file("trained.pt"), map_location=device, weights_only=True))
+    model.load_state_dict(load_state_file(rdir.file("trained.pt"), "trained state"))
     first = mask[first_layer(model)].cpu()
     return {"summary": summary, "first_mask": first,
             "removal": None if bool(first.all()) else removal_accuracy(model, mask, data, loc.remove_units)}
@@ -92,8 +93,7 @@ def derived_masks(model, imp_dir: RunDir, best: int, best_mask: Mask, loc: Local
         return {}
     dense, out = dense_mask(model), {}
     if loc.oneshot:
-        model.load_state_dict(torch.load(imp_dir.path / "round_0" / "trained.pt", map_location="cpu",
-                                         weights_only=True))
+        model.load_state_dict(load_state_file(imp_dir.path / "round_0" / "trained.pt", "trained state"))
         out["oneshot"] = Layerwise(output_rate=0.0).prune(model, dense, 1 - (1 - loc.ratio) ** best)
     if loc.random_mask:
         out["random"] = RandomPruning(seed, "layerwise").match(dense, best_mask)
@@ -114,7 +114,7 @@ def run_locality(data_cfg: DataConfig, model_cfg: ModelConfig, cfg: TrainConfig,
     masks = {"imp": _mask_of(imp_dir, best, model), "dense": dense_mask(model)}
     summaries = {"imp": rounds[best], "dense": rounds[0]}
     stage_dirs = {"imp": imp_dir.path / f"round_{best}", "dense": imp_dir.path / "round_0"}
-    rewind = torch.load(imp_dir.path / "round_0" / "rewind.pt", map_location="cpu", weights_only=True)
+    rewind = load_state_file(imp_dir.path / "round_0" / "rewind.pt", "rewind state")
     for name, mask in derived_masks(model, imp_dir, best, masks["imp"], loc, cfg.seed).items():
         masks[name] = mask
         summaries[name] = _train_derived(name, imp_dir, model, mask, rewind, data, cfg, loc, model_cfg, device,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ..config import ConfigError
 from ..models import build_model
 from .masks import prunable_weights
 from .strategies import RandomPruning
@@ -45,4 +46,4 @@ def make_control(ticket: Ticket, kind: str, seed: int = 1, k: float = 0.5) -> Ti
         return random_prune(ticket, seed, kind.split("_")[1])
     if kind == "noise":
         return perturb(ticket, k, seed)
-    raise ValueError(f"unknown control {kind!r}: expected one of {', '.join(CONTROLS)}")
+    raise ConfigError(f"unknown control {kind!r}: expected one of {', '.join(CONTROLS)}")

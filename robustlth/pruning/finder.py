@@ -3,6 +3,7 @@ the boosting-ticket recipe as defaults. Each round is a stage on disk; an interr
 round (and epoch) where it stopped."""
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,14 +11,14 @@ from typing import Callable, Optional
 
 import torch
 
-from ..config import AttackConfig, DataConfig, ModelConfig, PruneConfig, TrainConfig, config_hash
+from ..config import AttackConfig, ConfigError, DataConfig, ModelConfig, PruneConfig, TrainConfig, config_hash
 from ..data import Dataset, load_dataset
 from ..models import build_model
 from ..runs import RunDir
 from ..training import seed_everything, train
-from .masks import dense_mask, full_mask, sparsity_report
+from .masks import dense_mask, full_mask, prunable_weights, sparsity_report
 from .strategies import make_strategy
-from .ticket import Ticket, load_ticket, save_ticket
+from .ticket import Ticket, TicketError, load_ticket, save_ticket
 
 RETRAIN_WARMUP_EPOCHS = 10  # the paper: warm-up from the search LR to the peak LR over 10 epochs
 
@@ -87,62 +88,108 @@ def convergence(history: list[dict]) -> dict:
     return out
 
 
+def check_search(spec: SearchSpec, model: torch.nn.Module, data: Dataset) -> None:
+    """What can be checked before the search trains: layer names to keep dense, the rewind point's reach."""
+    p, names = spec.prune, list(prunable_weights(model))
+    unknown = sorted(set(p.dense_layers) - set(names))
+    if unknown:
+        raise ConfigError(f"invalid dense_layers {', '.join(unknown)}: not prunable weights of {spec.model.model}; "
+                          f"choose from {', '.join(names)}")
+    iterations = spec.search.epochs * (len(data.train) // min(spec.search.batch_size, len(data.train)))
+    if p.rewind_iteration > iterations:
+        raise ConfigError(f"invalid rewind_iteration={p.rewind_iteration}: the search has only {iterations} "
+                          f"iterations ({spec.search.epochs} epochs of {spec.search.batch_size}-image batches)")
+
+
+def layer_density(report: dict) -> dict:
+    return {name: layer["density"] for name, layer in report["layers"].items()}
+
+
+def check_layers(report: dict, p: PruneConfig, r: int, log: Optional[Callable[[str], None]] = None) -> None:
+    """A layer pruned to nothing blocks the signal: the ticket would train at chance, so it is an error
+    (a warning when explicitly allowed)."""
+    empty = [name for name, layer in report["layers"].items() if layer["remaining"] == 0]
+    if not empty:
+        return
+    what = f"pruning ({p.strategy}, ratio {p.ratio}, round {r}) left no weights in {', '.join(empty)}"
+    if not p.allow_empty_layers:
+        raise TicketError(f"{what}: the ticket cannot learn through them; prune less, use global_normalized or "
+                          "layerwise, or pass --allow-empty-layers")
+    if log:
+        log(f"warning: {what} (allowed by allow_empty_layers)")
+
+
 def find_ticket(spec: SearchSpec, device: torch.device, root: str | Path = "runs", data: Optional[Dataset] = None,
                 progress: bool = False, log: Optional[Callable[[str], None]] = None) -> tuple[Ticket, RunDir]:
-    """Run (or resume) the search described by `spec`; returns the final ticket and its run directory."""
-    run = RunDir.create(root, "ticket", spec.hash(), spec.to_dict(), device, spec.search.seed)
-    final = run.file("ticket.pt")
-    if final.exists():
+    """Run (or resume) the search described by `spec`; returns the final ticket and its run directory.
+
+    Everything checkable is checked before any directory is written. A round is done when its summary.json
+    (written after its ticket.pt) exists; a round without one is redone, resuming its training checkpoint.
+    """
+    final = Path(root) / f"ticket_{spec.hash()}" / "ticket.pt"
+    if final.exists():  # written last: the whole search is on disk
+        ticket = load_ticket(final)
         if log:
             log(f"ticket already on disk: {final}")
-        return load_ticket(final), run
+        return ticket, RunDir(final.parent)
     data = data if data is not None else load_dataset(spec.data)
     p = spec.prune
     strategy = make_strategy(p.strategy, p.output_rate, p.dense_layers, p.prune_seed)
-
     seed_everything(spec.search.seed)
     model = build_model(spec.model.model, spec.model.width)
+    check_search(spec, model, data)
+    run = RunDir.create(root, "ticket", spec.hash(), spec.to_dict(), device, spec.search.seed)
+    with run.lock():
+        return _search(spec, model, data, strategy, run, device, root, progress, log), run
+
+
+def _search(spec: SearchSpec, model, data: Dataset, strategy, run: RunDir, device, root, progress, log) -> Ticket:
+    p = spec.prune
     theta0 = {k: v.clone() for k, v in model.state_dict().items()}
     mask = dense_mask(model)
     start_state, search_time, rounds = theta0, 0.0, []
     rewind_k = p.rewind_iteration
     for r in range(1, p.rounds + 1):
         rdir = RunDir(run.path / f"round_{r}")
-        if rdir.file("ticket.pt").exists():  # a finished stage
+        if rdir.file("summary.json").exists():  # a finished stage
             done = load_ticket(rdir.file("ticket.pt"))
             mask, start_state, search_time = done.mask, done.state_dict, done.meta["search_time"]
             rounds.append(rdir.read_json("summary.json"))
             continue
         model.load_state_dict(start_state)
-        # Round 1 trains the dense network: shared by every ticket with the same search training.
+        # Round 1 trains the dense network: shared by every ticket with the same search training, so it is
+        # locked against a second search that needs it at the same time. Later rounds live in the locked run.
         train_dir = RunDir.create(root, "search", spec.training_hash(), spec.to_dict(), device,
                                   spec.search.seed) if r == 1 else rdir
-        result = train(model, data, spec.search, spec.attack, device, run=train_dir,
-                       mask=full_mask(model, mask) if r > 1 else None,
-                       rewind_iteration=rewind_k if (r == 1 and rewind_k > 0) else None,
-                       augment=spec.data.augment, progress=progress, log=log)
+        with train_dir.lock() if r == 1 else contextlib.nullcontext():
+            result = train(model, data, spec.search, spec.attack, device, run=train_dir,
+                           mask=full_mask(model, mask) if r > 1 else None,
+                           rewind_iteration=rewind_k if (r == 1 and rewind_k > 0) else None,
+                           augment=spec.data.augment, progress=progress, log=log)
         t0 = time.perf_counter()
         mask = strategy.prune(model, mask, p.ratio, init_state=theta0)
         search_time += result.train_time + (time.perf_counter() - t0)
+        report = sparsity_report(mask)
+        check_layers(report, p, r, log)
         if rewind_k > 0:
-            start_state = result.rewind_state if r == 1 else load_ticket(rdir.path.parent / "round_1" / "ticket.pt").state_dict
+            start_state = result.rewind_state if r == 1 else load_ticket(run.path / "round_1" / "ticket.pt").state_dict
         else:
             start_state = theta0
-        report = sparsity_report(mask)
         summary = {"round": r, "sparsity": report["sparsity"], "remaining": report["remaining"],
                    "search_train_time": result.train_time, "search_time_cumulative": search_time,
-                   "stopped": result.stopped, **convergence(result.history)}
+                   "stopped": result.stopped, **convergence(result.history), "layer_density": layer_density(report)}
         meta = {"model": spec.model.model, "width": spec.model.width, "strategy": p.strategy, "ratio": p.ratio,
                 "round": r, "rounds": p.rounds, "rewind_iteration": rewind_k, "seed": spec.search.seed,
                 "search_lr": spec.search.lr, "search_attack": spec.attack.attack, "search_epochs": spec.search.epochs,
                 "search_time": search_time, "search": spec.to_dict(), "hash": spec.hash()}
         save_ticket(rdir.file("ticket.pt"), Ticket(mask, start_state, meta))
-        rdir.write_json("summary.json", summary)
+        rdir.write_json("summary.json", summary)  # commits the round
         rounds.append(summary)
         if log:
             log(f"round {r}/{p.rounds}: sparsity {report['sparsity']:.4f}, search time {search_time:.1f}s")
     ticket = load_ticket(run.path / f"round_{p.rounds}" / "ticket.pt")
     run.write_json("summary.json", {"rounds": rounds, "search_time": search_time,
-                                    "sparsity": ticket.sparsity()["sparsity"]})
-    save_ticket(final, ticket)
-    return ticket, run
+                                    "sparsity": ticket.sparsity()["sparsity"],
+                                    "layer_density": layer_density(ticket.sparsity())})
+    save_ticket(run.file("ticket.pt"), ticket)  # commits the search
+    return ticket

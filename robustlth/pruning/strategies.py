@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 import torch
 import torch.nn as nn
 
-from ..config import STRATEGIES
+from ..config import STRATEGIES, ConfigError
 from .masks import Mask, output_layer, prunable_weights
 
 
@@ -60,7 +60,7 @@ class GlobalMagnitude(Strategy):
     def prune(self, model, mask, fraction, init_state=None):
         unknown = self.dense_layers - set(mask)
         if unknown:
-            raise ValueError(f"dense_layers {sorted(unknown)} are not prunable weights; choose from {sorted(mask)}")
+            raise ConfigError(f"dense_layers {sorted(unknown)} are not prunable weights; choose from {sorted(mask)}")
         scores = {n: s for n, s in self.scores(model, mask, init_state).items() if n not in self.dense_layers}
         new = _prune_lowest(scores, mask, _n_prune(mask, list(scores), fraction))
         return {n: new.get(n, mask[n]) for n in mask}
@@ -150,7 +150,7 @@ def make_strategy(name: str, output_rate: Optional[float] = None, dense_layers: 
         return Layerwise(output_rate)
     if name == "random":
         return RandomPruning(seed, "global", dense_layers)
-    raise ValueError(f"unknown pruning strategy {name!r}: expected global_normalized, global, layerwise, random, "
+    raise ConfigError(f"unknown pruning strategy {name!r}: expected global_normalized, global, layerwise, random, "
                      "movement")
 
 

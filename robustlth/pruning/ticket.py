@@ -2,21 +2,21 @@
 loads with `weights_only=True`."""
 from __future__ import annotations
 
-import pickle
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
+from ..errors import FileFormatError, RobustLTHError
 from ..runs import atomic_torch_save
+from ..safety import safe_torch_load
 from .masks import Mask, check_mask, full_mask, sparsity_report
 
 FORMAT = "robustlth-ticket-v1"
 
 
-class TicketError(ValueError):
+class TicketError(RobustLTHError, ValueError):
     pass
 
 
@@ -50,18 +50,22 @@ def load_ticket(path: str | Path) -> Ticket:
     if not path.is_file():
         raise TicketError(f"ticket file {path} does not exist")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError) as e:
-        raise TicketError(f"{path} is not a readable ticket file ({type(e).__name__}: {str(e).splitlines()[0]})") \
-            from None
+        obj = safe_torch_load(path, "ticket file")
+    except FileFormatError as e:
+        raise TicketError(str(e)) from None
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise TicketError(f"{path} is not a robustlth ticket (expected format {FORMAT})")
-    for key in ("mask", "state_dict", "meta"):
-        if key not in obj:
-            raise TicketError(f"{path}: ticket is missing {key!r}")
+    for key, kind in (("mask", dict), ("state_dict", dict), ("meta", dict)):
+        if not isinstance(obj.get(key), kind):
+            raise TicketError(f"{path}: ticket is missing {key!r} (or it is not a mapping)")
     for key in ("model", "width"):
         if key not in obj["meta"]:
             raise TicketError(f"{path}: ticket metadata lacks {key!r}")
+    bad = [k for k, m in obj["mask"].items() if not (isinstance(m, torch.Tensor) and m.dtype == torch.bool)]
+    if bad:
+        raise TicketError(f"{path}: mask entry {bad[0]!r} is not a boolean tensor (a mask keeps or prunes a weight)")
+    if not all(isinstance(v, torch.Tensor) for v in obj["state_dict"].values()):
+        raise TicketError(f"{path}: the ticket's state_dict holds values that are not tensors")
     return Ticket(obj["mask"], obj["state_dict"], obj["meta"])
 
 
@@ -69,11 +73,11 @@ def ticket_model(ticket: Ticket) -> nn.Module:
     """A model of the ticket's architecture holding the ticket's starting weights, masked."""
     from ..models import build_model
     from .masks import apply_mask
-    model = build_model(ticket.meta["model"], ticket.meta["width"])
     try:
+        model = build_model(ticket.meta["model"], ticket.meta["width"])
         check_mask(model, ticket.mask)
         model.load_state_dict(ticket.state_dict)
-    except (ValueError, RuntimeError) as e:
+    except (ValueError, RuntimeError, TypeError) as e:
         raise TicketError(f"ticket does not fit {ticket.meta['model']} at width {ticket.meta['width']}: "
                           f"{str(e).splitlines()[0]}") from None
     apply_mask(model, ticket.mask)

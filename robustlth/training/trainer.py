@@ -21,8 +21,10 @@ from ..config import AttackConfig, TrainConfig
 from ..data import Dataset, TrainLoader, as_float
 from ..device import (memory_format, resolve_channels_last, resolve_cuda_graphs, resolve_precision,
                       synchronize, tune_for_static_shapes)
+from ..errors import RobustLTHError
 from ..evaluate import predict, robust_flags
 from ..runs import RunDir, atomic_torch_save
+from .checkpoint import load_checkpoint, load_state_file, save_checkpoint
 from .schedules import lr_at, scaled_for_batch
 from .steps import make_step
 
@@ -32,7 +34,7 @@ GUARD_IMAGES = 256
 GUARD_DROP = 0.2  # an absolute drop of PGD accuracy on the guard batch that counts as catastrophic overfitting
 
 
-class TrainingError(RuntimeError):
+class TrainingError(RobustLTHError, RuntimeError):
     pass
 
 
@@ -57,22 +59,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    # Generator states are CPU byte tensors, also when the checkpoint was loaded onto a GPU.
-    torch.set_rng_state(state["torch"].cpu())
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
 class MaskEnforcer:
@@ -156,28 +142,28 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, attack_cfg: AttackC
     rewind_state = None
     ckpt_path = run.file("checkpoint.pt") if run else None
     rewind_path = run.file("rewind.pt") if run else None
+    if run is not None:
+        run.remove_stale_tmp()  # a kill inside a checkpoint write leaves its temporary file
     if ckpt_path is not None and ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        _set_rng_state(ckpt["rng"])
+        ckpt = load_checkpoint(ckpt_path, model, opt)
         history, start_epoch = ckpt["history"], ckpt["epoch"]
         train_time, eval_time, stopped, guard_best = ckpt["train_time"], ckpt["eval_time"], ckpt["stopped"], \
             ckpt["guard_best"]
-        run.truncate_metrics(lambda r: r.get("epoch", 0) <= start_epoch)
-        if log:
-            log(f"resuming from epoch {start_epoch} of {cfg.epochs}")
     else:
         seed_everything(cfg.seed)
+    if run is not None:
+        run.rewrite_metrics(history)  # lines logged after the last checkpoint would otherwise repeat
     if rewind_iteration is not None:
         if rewind_path is not None and rewind_path.exists():
-            rewind_state = torch.load(rewind_path, map_location=device, weights_only=True)
+            rewind_state = load_state_file(rewind_path, "rewind state")
         elif start_epoch * ipe >= max(rewind_iteration, 1):
             raise TrainingError("cannot rewind: the run was resumed past the rewind point and rewind.pt is missing")
         elif rewind_iteration == 0:
             rewind_state = _state_copy(model)
             if rewind_path is not None:
                 atomic_torch_save(rewind_path, rewind_state)
+    if start_epoch and log:  # said once everything the run resumes from has loaded
+        log(f"resuming {run.path} from epoch {start_epoch} of {cfg.epochs}")
 
     eval_gen = torch.Generator(device=device)
     last_good = _state_copy(model) if guard_on else None
@@ -245,10 +231,8 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, attack_cfg: AttackC
             log(_format_record(record))
         if run is not None:
             run.log(record)
-            atomic_torch_save(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                          "rng": _rng_state(), "history": history, "epoch": epoch + 1,
-                                          "train_time": train_time, "eval_time": eval_time, "stopped": stopped,
-                                          "guard_best": guard_best})
+            save_checkpoint(ckpt_path, model, opt, history=history, epoch=epoch + 1, train_time=train_time,
+                            eval_time=eval_time, stopped=stopped, guard_best=guard_best)
     if rewind_iteration is not None and rewind_state is None:
         raise TrainingError(f"rewind_iteration={rewind_iteration} is beyond the {cfg.epochs * ipe} iterations "
                             "of this run")

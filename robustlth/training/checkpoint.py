@@ -1,0 +1,73 @@
+"""Training checkpoints that load with `weights_only=True`: tensors and plain containers only (the RNG states
+as tensors), so resuming a run can never execute code from a file. A damaged or foreign checkpoint is one
+clear error that names the file and how to start over."""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..errors import FileFormatError
+from ..runs import atomic_torch_save
+from ..safety import safe_torch_load
+
+FORMAT = "robustlth-checkpoint-v2"
+STATE_KEYS = ("history", "epoch", "train_time", "eval_time", "stopped", "guard_best")
+
+
+def rng_state() -> dict:
+    """Python, NumPy, torch (and CUDA) generator states, as tensors and plain values."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, **state) -> None:
+    """Weights, optimiser, RNG states and the loop state (`STATE_KEYS`), written atomically."""
+    atomic_torch_save(path, {"format": FORMAT, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                             "rng": rng_state(), **state})
+
+
+def load_state_file(path: Path, what: str) -> dict:
+    """A saved state_dict (e.g. the rewind weights): a mapping of names to tensors, or a clear error."""
+    state = safe_torch_load(path, what, f"delete {path} (or its run directory) to start this run over")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise FileFormatError(f"{path} is not a {what} (a mapping of parameter names to tensors); delete it to "
+                              "start this run over")
+    return state
+
+
+def load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer) -> dict:
+    """Restore model, optimiser and RNG states from `path`; returns the loop state."""
+    start_over = f"delete {path} (or its run directory) to start this run over"
+    ckpt = safe_torch_load(path, "robustlth checkpoint", start_over)
+    missing = [k for k in ("model", "optimizer", "rng", *STATE_KEYS) if not isinstance(ckpt, dict) or k not in ckpt]
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or missing:
+        raise FileFormatError(f"{path} is not a {FORMAT} file (an older version's or a foreign checkpoint); "
+                              f"{start_over}")
+    try:
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        set_rng_state(ckpt["rng"])
+    except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise FileFormatError(f"{path} does not fit this run ({str(e).strip().splitlines()[0]}); {start_over}") \
+            from None
+    return {k: ckpt[k] for k in STATE_KEYS}
