@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import re
-from typing import Callable
+from typing import Callable, Optional
 
 import torch.nn as nn
 
@@ -47,12 +47,31 @@ def check_model_name(name: str) -> None:
                           "and wrn-DEPTH-WIDEN (e.g. " + ", ".join(WRN_EXAMPLES) + ")")
 
 
-def build_model(name: str, width: float = 1.0) -> nn.Module:
-    """A fresh model, wrapped so it normalises its [0, 1] input."""
+# Models whose constructors take `channels` (per-group channel counts of a shrunk structured ticket).
+CHANNELS = {"cnn6": CNN6, **{name: (lambda width, channels, name=name: VGG(name, width, channels=channels))
+                             for name in VGG_CONFIGS},
+            "resnet18": ResNet18, "preactresnet18": PreActResNet18}
+
+
+def build_model(name: str, width: float = 1.0, channels: Optional[list] = None) -> nn.Module:
+    """A fresh model, wrapped so it normalises its [0, 1] input; `channels` rebuilds a shrunk structured ticket."""
     check_model_name(name)
     m = _WRN.match(name)
-    net = WideResNet(int(m.group(1)), int(m.group(2)), width) if m else REGISTRY[name](width)
-    return Normalized(net)
+    if channels is not None:
+        if not (m or name in CHANNELS):
+            raise ConfigError(f"model={name!r} has no channel override: structured tickets support "
+                              f"{', '.join(CHANNELS)} and wrn-DEPTH-WIDEN")
+        try:
+            net = (WideResNet(int(m.group(1)), int(m.group(2)), width, channels=channels) if m
+                   else CHANNELS[name](width, channels=channels))
+        except ValueError as e:
+            raise ConfigError(f"invalid channels for {name}: {e}") from None
+    else:
+        net = WideResNet(int(m.group(1)), int(m.group(2)), width) if m else REGISTRY[name](width)
+    model = Normalized(net)
+    # What rebuilds it: checkpoints store this, so a shrunk model loads without its ticket.
+    model.architecture = {"model": name, "width": width, "channels": None if channels is None else list(channels)}
+    return model
 
 
 def count_parameters(model: nn.Module) -> int:
