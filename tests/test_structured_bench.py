@@ -95,3 +95,16 @@ def test_pareto_and_budget_advice():
     tie = [{"arm": "a", "total_s": 1.0, "robust": 0.5}, {"arm": "b", "total_s": 1.0, "robust": 0.5}]
     mark_pareto(tie)
     assert all(r["pareto"] for r in tie)  # equal arms do not dominate each other
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--structured-keep", "0"], "structured keep"),
+    (["--structured-criterion", "nope"], "structured criterion"),
+    (["--structured-scope", "x"], "structured scope"),
+    (["--arms", "dense,ticket,structured", "--model", "conv6"], "no structured pruning support")])
+def test_bad_structured_values_fail_before_any_work(flags, message, tmp_path, capsys):
+    out = tmp_path / "runs"
+    assert main(["bench", "--preset", "smoke", "--out", str(out), "--device", "cpu", *flags]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not out.exists() or not any(out.iterdir())

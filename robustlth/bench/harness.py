@@ -181,6 +181,9 @@ def run_bench(b: BenchConfig, data_cfg: DataConfig, model_cfg: ModelConfig, devi
               log: Log = None) -> tuple[dict, RunDir]:
     config = {"preset": preset, "bench": b.to_dict(), "data": data_cfg.to_dict(), "model": model_cfg.to_dict()}
     data = load_dataset(data_cfg)  # bad data fails before anything is written
+    if set(b.arms) & set(STRUCTURED_ARMS):  # so does a model that cannot be shrunk
+        from ..models.shrink import channel_groups
+        channel_groups(build_model(model_cfg.model, model_cfg.width))
     run = RunDir.create(root, "bench", bench_hash(b, data_cfg, model_cfg), config, device, b.seed)
     if log:
         log(f"benchmark directory: {run.path}")
