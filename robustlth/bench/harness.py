@@ -48,7 +48,7 @@ def _arm_setup(arm: str, b: BenchConfig, data_cfg, model_cfg, data, device, sear
     search_lr = b.search_lr if b.search_lr is not None else default_search_lr(model_cfg.model)
     if arm in ("dense", "fast_at"):
         seed_everything(b.seed)  # the same θ0 as the ticket search
-        model = build_model(model_cfg.model, model_cfg.width)
+        model = build_model(model_cfg.model, model_cfg.width, data.spec)
         if arm == "dense":
             return model, None, 0.0, _train_cfg(b, b.dense_epochs), arm_attack
         fast = AttackConfig(attack=b.fast_at_attack, eps=b.eps)
