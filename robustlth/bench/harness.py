@@ -16,6 +16,7 @@ from ..pruning import SearchSpec, default_search_lr, find_ticket, make_control, 
 from ..runs import RunDir, environment
 from ..training import seed_everything, train
 from .config import BenchConfig
+from .metrics import final_metrics
 
 Log = Optional[Callable[[str], None]]
 
@@ -112,18 +113,6 @@ def time_to_target(curve: list[dict], target: float) -> Optional[float]:
         if point["pgd20"] is not None and point["pgd20"] >= target:
             return point["wall_clock"]
     return None
-
-
-def final_metrics(final: Optional[dict]) -> dict:
-    """Flat final test-set metrics: clean, each attack's cumulative robust accuracy, worst case (none: {})."""
-    if not final:
-        return {}
-    out = {"clean": final["clean"]}
-    for a in final["attacks"]:
-        out[a["name"]] = a["robust_after"]
-    out["worst_case"] = final["worst_case"]
-    out.update({k: v for k, v in final.items() if k.startswith("worst_case_first_")})
-    return out
 
 
 def headline(arms: dict, b: BenchConfig) -> dict:
