@@ -15,6 +15,7 @@ from .device import check_device_settings, resolve_device
 from .errors import RobustLTHError, UsageError
 from .safety import check_output_dir, check_output_file, safe_torch_load
 
+DATA_PARALLEL = ("train", "find-ticket")  # the commands that run under torchrun, one process per GPU
 # The YAML sections each command reads; any other section in --config is an error.
 SECTIONS = {"train": ("data", "model", "train", "attack"),
             "find-ticket": ("data", "model", "search", "search_attack", "prune"),
@@ -78,7 +79,12 @@ def _parallel(p: argparse.ArgumentParser) -> None:
 
 def _setup(args):
     """Checks that need no config (device, output folder), then the thread count; returns the device."""
+    import os
+
     import torch
+    if os.environ.get("WORLD_SIZE", "1") not in ("", "0", "1") and args.command not in DATA_PARALLEL:
+        raise UsageError(f"`robustlth {args.command}` does not run under torchrun; start it as one process "
+                         f"(data-parallel commands: {', '.join(DATA_PARALLEL)})")
     device = resolve_device(args.device)
     if hasattr(args, "out"):
         check_output_dir(args.out)

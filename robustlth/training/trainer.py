@@ -135,9 +135,10 @@ class OverfitGuard(EpochHook):
 
     def on_epoch_end(self, ctx: RunContext, epoch: int, record: dict) -> Optional[str]:
         self.gen.manual_seed(self.seed + 7 + ctx.rank)
-        correct = robust_flags(self.model, self.attack, self.x, self.y, generator=self.gen,
-                               precision=self.precision).sum().float()
-        acc = float(ctx.sum(correct.reshape(1))[0]) / self.n
+        flags = robust_flags(self.model, self.attack, self.x, self.y, generator=self.gen, precision=self.precision)
+        count = torch.tensor(float(flags.numel()), device=flags.device)
+        correct, count = ctx.sum(torch.stack([flags.sum().float(), count])).tolist()
+        acc = correct / count
         record["guard_pgd"] = acc
         if self.best is not None and acc < self.best - GUARD_DROP:
             self.model.load_state_dict(self.last_good)
@@ -165,7 +166,7 @@ def _hook_key(i: int, hook) -> str:
 # ----------------------------------------------------------------------------------------------------
 # The loop.
 
-def train(model: nn.Module, data: Dataset, cfg: TrainConfig, attack_cfg: AttackConfig,
+def train(model: nn.Module, data: Dataset, cfg: TrainConfig, attack_cfg: AttackConfig = AttackConfig(),
           device: Optional[torch.device] = None, run: Optional[RunDir] = None, mask: Optional[Mask] = None,
           rewind_iteration: Optional[int] = None, augment: bool = True, progress: bool = False,
           log: Optional[Callable[[str], None]] = None, ctx: Optional[RunContext] = None,
