@@ -41,6 +41,9 @@ def start(device_name: str = "auto", timeout_s: float = DEFAULT_TIMEOUT_S, sync_
     if timeout_s <= 0:
         raise ConfigError(f"invalid dist timeout {timeout_s}: expected a positive number of seconds")
     device = device_for_rank(device_name, local)
+    if sync_bn and world > 1 and device.type != "cuda":
+        raise ConfigError("--sync-bn needs GPUs (torch's SyncBatchNorm does not run on CPUs); leave it off to keep "
+                          "BatchNorm statistics per process")
     if world == 1:
         return RunContext(device, timeout_s=timeout_s, sync_bn=sync_bn)
     for name in ("MASTER_ADDR", "MASTER_PORT"):

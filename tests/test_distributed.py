@@ -77,3 +77,18 @@ def test_a_dead_rank_stops_every_rank_with_a_clear_error(tmp_path):
     assert rc == 2
     assert "another process of this run failed or stopped answering" in err, err[-2000:]
     assert err.strip().count("\n") == 0 or "Traceback" not in err
+
+
+def test_bad_data_parallel_setups_are_one_clear_error(monkeypatch, capsys):
+    from robustlth.cli import main
+    from robustlth.distributed import start
+    from robustlth.errors import ConfigError
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(ConfigError, match="--sync-bn needs GPUs"):
+        start("cpu", sync_bn=True)
+    assert main(["bench", "--preset", "smoke", "--device", "cpu"]) == 2
+    assert "does not run under torchrun" in capsys.readouterr().err
+    monkeypatch.setenv("RANK", "5")
+    with pytest.raises(ConfigError, match="RANK=5"):
+        start("cpu")
