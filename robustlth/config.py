@@ -143,8 +143,8 @@ class DataConfig(Config):
     augment: bool = field(default=True, metadata={"help": "random crop (pad 4) and horizontal flip"})
     dataset: str = field(default="auto", metadata={
         "help": "what the images are, for class count, normalisation and flips: auto (the source's own; "
-                "cifar10 for synthetic and files, custom for a file with more than 10 classes), cifar10, "
-                "cifar100, svhn, or custom (classes from the labels, mean/std from the training images)"})
+                "cifar10 for synthetic and files), cifar10, cifar100, svhn, or custom (classes from the labels, "
+                "mean/std from the training images)"})
     flips: Optional[bool] = field(default=None, metadata={
         "help": "horizontal flips in augmentation (default: the dataset's choice; off for svhn)"})
 

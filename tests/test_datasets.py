@@ -49,12 +49,12 @@ def test_own_npz_with_twenty_classes(tmp_path):
     arrays = {f"x_{p}": rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8) for p, n in (("train", 60), ("test", 20))}
     arrays |= {"y_train": np.arange(60) % 20, "y_test": np.arange(20) % 20}
     np.savez(tmp_path / "own.npz", **arrays)
-    data = load_dataset(DataConfig(data=f"npz:{tmp_path}/own.npz"))
+    data = load_dataset(DataConfig(data=f"npz:{tmp_path}/own.npz", dataset="custom"))
     assert data.spec.name == "custom" and data.spec.num_classes == 20
     assert data.spec.mean == pytest.approx(tuple(arrays["x_train"].mean((0, 1, 2)) / 255), abs=1e-6)
     assert build_model("cnn6", 0.25, data.spec)(torch.rand(2, 3, 32, 32)).shape == (2, 20)
-    with pytest.raises(DataError, match="dataset cifar10 has 10 classes"):
-        load_dataset(DataConfig(data=f"npz:{tmp_path}/own.npz", dataset="cifar10"))
+    with pytest.raises(DataError, match=r"expected 0..9 for dataset cifar10; .* --dataset custom"):
+        load_dataset(DataConfig(data=f"npz:{tmp_path}/own.npz"))  # auto: a file is CIFAR-10 unless told
     assert load_dataset(DataConfig(data="synthetic", n_train=200, n_test=100, dataset="cifar100")).spec == CIFAR100
 
 

@@ -231,13 +231,11 @@ def _take(split: Split, idx: np.ndarray) -> Split:
 
 
 def dataset_spec(cfg: DataConfig, train: Optional[Split] = None, test: Optional[Split] = None) -> DatasetSpec:
-    """The spec `cfg` names; for `custom` (or `auto` over a file with labels beyond 9) it is measured from
-    the splits: classes from the labels, mean and std from the training images."""
+    """The spec `cfg` names; for `custom` it is measured from the splits: classes from the labels, mean and
+    std from the training images."""
     name = cfg.dataset
     if name == "auto":
         name = cfg.data if cfg.data in SPECS else "cifar10"
-        if train is not None and cfg.data.startswith("npz:") and int(train.y.max()) >= CIFAR10.num_classes:
-            name = "custom"
     if name == "custom":
         if train is None:
             raise DataError(f"the spec of custom dataset {cfg.data} needs its images")
@@ -252,8 +250,9 @@ def dataset_spec(cfg: DataConfig, train: Optional[Split] = None, test: Optional[
                            cfg.flips)
     for part, split in (("train", train), ("test", test)):
         if split is not None and len(split) and int(split.y.max()) >= spec.num_classes:
-            raise DataError(f"{cfg.data}: {part} labels go up to {int(split.y.max())} but dataset {spec.name} has "
-                            f"{spec.num_classes} classes; pass --dataset custom (or the right dataset)")
+            raise DataError(f"{cfg.data}: {part} labels are in [{int(split.y.min())}, {int(split.y.max())}], expected "
+                            f"0..{spec.num_classes - 1} for dataset {spec.name}; for data of your own with other "
+                            "classes pass --dataset custom")
     return spec
 
 
