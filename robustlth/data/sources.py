@@ -250,9 +250,9 @@ def dataset_spec(cfg: DataConfig, train: Optional[Split] = None, test: Optional[
                            cfg.flips)
     for part, split in (("train", train), ("test", test)):
         if split is not None and len(split) and int(split.y.max()) >= spec.num_classes:
-            raise DataError(f"{cfg.data}: {part} labels are in [{int(split.y.min())}, {int(split.y.max())}], expected "
-                            f"0..{spec.num_classes - 1} for dataset {spec.name}; for data of your own with other "
-                            "classes pass --dataset custom")
+            raise DataError(f"{cfg.data}: key 'y_{part}' has labels in [{int(split.y.min())}, {int(split.y.max())}], "
+                            f"expected 0..{spec.num_classes - 1} for dataset {spec.name}; for data of your own with "
+                            "other classes pass --dataset custom")
     return spec
 
 
