@@ -48,7 +48,7 @@ def measure(model: str, width: float, keeps: list[float], batch_size: int, round
     out = []
     for k in keeps:
         pairs = [d / s for d, s in zip(times["dense"][keeps.index(k)::len(keeps)], times[k])]
-        macs = count_macs(build_model(model, width, counts[k]))
+        macs = count_macs(build_model(model, width, channels=counts[k]))
         out.append({"model": model, "width": width, "keep": k, "channels": counts[k],
                     "macs_removed": round(1 - macs / dense_macs, 4), "batch_size": batch_size, "attack": attack,
                     "dense_s_per_step": round(statistics.median(times["dense"]), 4),

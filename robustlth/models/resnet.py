@@ -73,9 +73,9 @@ class _ResNet(nn.Module):
         return self.linear(F.adaptive_avg_pool2d(out, 1).flatten(1))
 
 
-def ResNet18(width: float = 1.0, channels=None) -> nn.Module:
-    return _ResNet(BasicBlock, width, preact=False, channels=channels)
+def ResNet18(width: float = 1.0, num_classes: int = 10, channels=None) -> nn.Module:
+    return _ResNet(BasicBlock, width, preact=False, num_classes=num_classes, channels=channels)
 
 
-def PreActResNet18(width: float = 1.0, channels=None) -> nn.Module:
-    return _ResNet(PreActBlock, width, preact=True, channels=channels)
+def PreActResNet18(width: float = 1.0, num_classes: int = 10, channels=None) -> nn.Module:
+    return _ResNet(PreActBlock, width, preact=True, num_classes=num_classes, channels=channels)
