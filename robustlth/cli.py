@@ -168,16 +168,22 @@ def _load_run_model(path: Path, device):
     path = Path(path)
     run_dir = path if path.is_dir() else path.parent
     ckpt_file = path if path.is_file() else path / "checkpoint.pt"
-    if not ckpt_file.exists() or not (run_dir / "config.yaml").exists():
+    config = run_dir / "config.yaml"
+    if not config.exists() and (run_dir.parent / "config.yaml").exists():  # a bench arm: the benchmark's config
+        config = run_dir.parent / "config.yaml"
+    if not ckpt_file.exists() or not config.exists():
         raise UsageError(f"{path} is not a run directory (or its checkpoint.pt) with config.yaml and checkpoint.pt")
-    sec = load_yaml(run_dir / "config.yaml")
+    sec = load_yaml(config)
     if not isinstance(sec.get("model"), dict) or not isinstance(sec.get("data"), dict):
-        raise UsageError(f"{run_dir / 'config.yaml'} has no model and data sections: not a `robustlth train` run")
+        raise UsageError(f"{config} has no model and data sections: not a `robustlth train` run")
     from .datasets import DatasetSpec
     model_cfg = ModelConfig.from_dict(sec["model"])
     ckpt = safe_torch_load(ckpt_file, "robustlth checkpoint")
-    data_spec = ckpt.get("data_spec") if isinstance(ckpt, dict) else None
-    model = build_model(model_cfg.model, model_cfg.width, DatasetSpec.from_dict(data_spec))
+    data_spec = DatasetSpec.from_dict(ckpt.get("data_spec") if isinstance(ckpt, dict) else None)
+    from .training.checkpoint import checkpoint_architecture
+    arch = checkpoint_architecture(ckpt, ckpt_file)  # a shrunk structured ticket rebuilds from its channel counts
+    model = build_model(arch["model"], arch["width"], data_spec, channels=arch["channels"]) if arch else \
+        build_model(model_cfg.model, model_cfg.width, data_spec)
     try:
         model.load_state_dict(ckpt["model"])
     except (TypeError, KeyError, IndexError, RuntimeError) as e:
@@ -277,9 +283,13 @@ def cmd_report(args) -> int:
         _say(f"wrote {Path(args.run_dirs[0]) / 'report.md'}")
         return 0
     table = markdown_table(compare(args.run_dirs))
-    if args.output:
+    if args.output:  # several runs (e.g. seeds): their frontier, averaged per arm, next to the table
+        from .bench.frontier import frontier_section
         from .runs import atomic_write_text
-        atomic_write_text(Path(args.output), table + "\n")
+        stem = Path(args.output).stem
+        frontier = frontier_section([load_results(d) for d in args.run_dirs], Path(args.output).parent,
+                                    markdown_table, f"{stem}_frontier")
+        atomic_write_text(Path(args.output), table + "\n\n" + "\n".join(frontier))
         _say(f"wrote {args.output}")
     else:
         print(table)
