@@ -13,7 +13,7 @@ from .config import (AttackConfig, DataConfig, ModelConfig, PruneConfig, TrainCo
                      check_sections, config_from_args, config_hash, load_yaml, parse_number)
 from .device import check_device_settings, resolve_device
 from .errors import RobustLTHError, UsageError
-from .safety import check_output_dir, check_output_file, file_digest, safe_torch_load
+from .safety import check_output_dir, check_output_file, file_digest
 
 # The YAML sections each command reads; any other section in --config is an error.
 SECTIONS = {"train": ("data", "model", "train", "attack"),
@@ -109,6 +109,7 @@ def _load_ticket_for_training(args, model_cfg: ModelConfig, model_given: bool):
 def cmd_train(args) -> int:
     from .data import load_dataset
     from .models import build_model
+    from .progress import tee_log
     from .runs import RunDir
     from .training import seed_everything, train
     device = _setup(args)
@@ -131,8 +132,9 @@ def cmd_train(args) -> int:
                                      "mask": mask_id})
     data = load_dataset(data_cfg)
     run = RunDir.create(args.out, "train", run_hash, config, device, train_cfg.seed)
+    log = tee_log(_say, run.file("run.log"))
     if not run.file("checkpoint.pt").exists():  # a resumed run says so once its checkpoint has loaded
-        _say(f"run directory: {run.path}")
+        log(f"run directory: {run.path}")
     seed_everything(train_cfg.seed)
     mask = None
     if ticket is not None:
@@ -141,8 +143,10 @@ def cmd_train(args) -> int:
         mask = ticket.full_mask(model)
     else:
         model = build_model(model_cfg.model, model_cfg.width)
+    from .training.checkpoint import describe_run
     result = train(model, data, train_cfg, attack_cfg, device, run=run, mask=mask, augment=data_cfg.augment,
-                   progress=args.progress, log=_say)
+                   progress=args.progress, log=log,
+                   describe=describe_run(model_cfg.model, model_cfg.width, data_cfg.to_dict(), kind="train"))
     run.write_json("results.json", {"final": result.final, "train_time": result.train_time,
                                     "eval_time": result.eval_time, "stopped": result.stopped,
                                     "eval_split": result.eval_split, "history": result.history})
@@ -151,51 +155,36 @@ def cmd_train(args) -> int:
 
 
 # ------------------------------------------------------------------------------------------------------
-def _load_run_model(path: Path, device):
-    """A trained model from a run directory (or its checkpoint.pt), with the run's configs."""
-    from .models import build_model
-    path = Path(path)
-    run_dir = path if path.is_dir() else path.parent
-    ckpt_file = path if path.is_file() else path / "checkpoint.pt"
-    if not ckpt_file.exists() or not (run_dir / "config.yaml").exists():
-        raise UsageError(f"{path} is not a run directory (or its checkpoint.pt) with config.yaml and checkpoint.pt")
-    sec = load_yaml(run_dir / "config.yaml")
-    if not isinstance(sec.get("model"), dict) or not isinstance(sec.get("data"), dict):
-        raise UsageError(f"{run_dir / 'config.yaml'} has no model and data sections: not a `robustlth train` run")
-    model_cfg = ModelConfig.from_dict(sec["model"])
-    model = build_model(model_cfg.model, model_cfg.width)
-    ckpt = safe_torch_load(ckpt_file, "robustlth checkpoint")
-    try:
-        model.load_state_dict(ckpt["model"])
-    except (TypeError, KeyError, IndexError, RuntimeError) as e:
-        raise UsageError(f"{ckpt_file} could not be loaded as a {model_cfg.model} checkpoint "
-                         f"({str(e).strip().splitlines()[0]})") from None
-    return model.to(device).eval(), sec, run_dir
-
-
 def cmd_eval(args) -> int:
     from .data import as_float, load_dataset
-    from .evaluate import evaluate_robustness, validate_attack_names
+    from .evaluate import evaluate_robustness, summary_line, validate_attack_names
     from .runs import atomic_write_json, environment
+    from .saved_model import open_checkpoint
     device = _setup(args)
     attacks = validate_attack_names(args.attacks.split(","), args.eps)
-    model, sec, run_dir = _load_run_model(args.checkpoint, device)
-    data_cfg = DataConfig.from_dict(sec["data"])
-    if args.data:
-        data_cfg = data_cfg.replace(data=args.data)
-    default_out = run_dir / f"eval_{'-'.join(attacks)}_n{args.n}.json"
+    saved = open_checkpoint(args.checkpoint, device, model=args.model, width=args.width, data=args.data)
+    if saved.data is None:
+        raise UsageError(f"{saved.checkpoint} does not say which data it was trained on: pass --data SOURCE")
+    data = load_dataset(saved.data)  # the run's own data: its test images are the run's own test set
+    n = args.n if args.n is not None else min(saved.eval_n or len(data.test), len(data.test))
+    if n > len(data.test):
+        raise UsageError(f"--n {n} but the test set of {saved.data.data} has {len(data.test)} images")
+    default_out = saved.checkpoint.parent / f"eval_{'-'.join(attacks)}_n{n}.json"
     out = check_output_file(default_out if args.output is None else args.output)  # before the costly evaluation
-    data = load_dataset(data_cfg.replace(n_test=None))
-    if args.n > len(data.test):
-        raise UsageError(f"--n {args.n} but the test set of {data_cfg.data} has {len(data.test)} images")
-    x, y = as_float(data.test, device, args.n)
-    result = evaluate_robustness(model, x, y, attacks, eps=args.eps, batch_size=args.batch_size, seed=args.seed,
-                                 independent=args.independent, log=_say)
-    result.update(checkpoint=str(args.checkpoint), data=data_cfg.data, env=environment(device))
+    _say(f"evaluating {saved.model_name} (width {saved.width:g}, {saved.kind}"
+         + (f", sparsity {saved.sparsity:.2f}" if saved.sparsity is not None else "")
+         + f") on the first {n} of the run's {len(data.test)} test images of {saved.data.data}")
+    x, y = as_float(data.test, device, n)
+    result = evaluate_robustness(model=saved.model, x=x, y=y, attacks=attacks, eps=args.eps,
+                                 batch_size=args.batch_size, seed=args.seed, independent=args.independent, log=_say,
+                                 progress=args.progress)
+    result.update(checkpoint=str(saved.checkpoint), model=saved.model_name, width=saved.width, kind=saved.kind,
+                  data=saved.data.to_dict(), env=environment(device))
     atomic_write_json(out, result)
     _say(f"wrote {out}")
-    print(json.dumps({k: result[k] for k in ("n", "clean", "worst_case")} |
-                     {a["name"]: a["robust_after"] for a in result["attacks"]}))
+    _say(summary_line(result))
+    print(json.dumps({"n": result["n"], "worst_case": result["worst_case"], "clean": result["clean"],
+                      "cumulative": {a["name"]: a["robust_after"] for a in result["attacks"]}}))
     return 0
 
 
@@ -334,12 +323,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a trained checkpoint against attacks")
-    p.add_argument("--checkpoint", type=Path, required=True, help="run directory or its checkpoint.pt")
+    p.add_argument("--checkpoint", type=Path, required=True,
+                   help="any checkpoint robustlth wrote, or its folder: a train run, a bench arm (runs/bench_*/dense), "
+                        "an IMP round, an ablation cell's arm")
     p.add_argument("--attacks", default="pgd20,pgd100,cw,autoattack",
                    help="comma-separated: fgsm, pgdK[xR], cw[K][xR], autoattack, ta-NAME (default: %(default)s)")
-    p.add_argument("--n", type=int_at_least(1), default=1000, help="number of test images (default: 1000)")
+    p.add_argument("--n", type=int_at_least(1), default=None,
+                   help="the first N of the run's own test images (default: as many as the run's final evaluation "
+                        "used, else its whole test set)")
+    p.add_argument("--model", help="override (or, for old checkpoints, give) the architecture: registry name or "
+                                   "package.module:factory")
+    p.add_argument("--width", type=number_in(0, low_open=True), help="override the width multiplier")
     p.add_argument("--eps", type=number_in(0, 1), default=8 / 255, help="L-inf budget (default: 8/255)")
-    p.add_argument("--data", help="override the run's data source")
+    p.add_argument("--data", help="override the run's data source (default: the run's own)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress lines")
     p.add_argument("--batch-size", type=int_at_least(1), default=256)
     p.add_argument("--seed", type=int_at_least(0), default=0)
     p.add_argument("--independent", action="store_true",

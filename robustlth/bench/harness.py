@@ -13,8 +13,10 @@ from ..data import Dataset, as_float, load_dataset
 from ..evaluate import evaluate_robustness
 from ..models import build_model
 from ..pruning import SearchSpec, default_search_lr, find_ticket, make_control, retrain_schedule, ticket_model
+from ..progress import tee_log
 from ..runs import RunDir, environment
 from ..training import seed_everything, train
+from ..training.checkpoint import describe_run
 from .config import BenchConfig
 
 Log = Optional[Callable[[str], None]]
@@ -31,7 +33,7 @@ def _train_cfg(b: BenchConfig, epochs: int, **changes) -> TrainConfig:
 
 
 def search_ticket(b: BenchConfig, data_cfg: DataConfig, model_cfg: ModelConfig, lr: float, data: Dataset,
-            device: torch.device, root: Path, log: Log):
+            device: torch.device, root: Path, log: Log, progress: bool = False):
     spec = SearchSpec(data=data_cfg, model=model_cfg,
                       search=TrainConfig(epochs=b.search_epochs, lr=lr, batch_size=b.batch_size,
                                          weight_decay=b.weight_decay, eval_n=b.eval_n, eval_steps=0,
@@ -39,10 +41,11 @@ def search_ticket(b: BenchConfig, data_cfg: DataConfig, model_cfg: ModelConfig, 
                                          cuda_graphs=b.cuda_graphs, seed=b.seed),
                       attack=AttackConfig(attack=b.search_attack, eps=b.eps),
                       prune=PruneConfig(strategy=b.strategy, ratio=b.ratio))
-    return find_ticket(spec, device, root, data=data, log=log)[0]
+    return find_ticket(spec, device, root, data=data, log=log, progress=progress)[0]
 
 
-def _arm_setup(arm: str, b: BenchConfig, data_cfg, model_cfg, data, device, search_root: Path, log: Log):
+def _arm_setup(arm: str, b: BenchConfig, data_cfg, model_cfg, data, device, search_root: Path, log: Log,
+               progress: bool = False):
     """(model, mask, search_time, train config, attack config) for one arm."""
     arm_attack = AttackConfig(attack=b.train_attack, eps=b.eps, attack_steps=b.attack_steps)
     search_lr = b.search_lr if b.search_lr is not None else default_search_lr(model_cfg.model)
@@ -54,7 +57,7 @@ def _arm_setup(arm: str, b: BenchConfig, data_cfg, model_cfg, data, device, sear
         fast = AttackConfig(attack=b.fast_at_attack, eps=b.eps)
         return model, None, 0.0, _train_cfg(b, b.fast_at_epochs or b.ticket_epochs, schedule="onecycle"), fast
     lr = b.winning_lr if arm == "winning" else search_lr
-    ticket = search_ticket(b, data_cfg, model_cfg, lr, data, device, search_root, log)
+    ticket = search_ticket(b, data_cfg, model_cfg, lr, data, device, search_root, log, progress)
     search_time = ticket.meta["search_time"]
     if arm == "reinit":
         ticket = make_control(ticket, "reinit", seed=b.seed + 1)
@@ -79,15 +82,19 @@ def _run_arm(arm_run: RunDir, arm: str, b: BenchConfig, data_cfg, model_cfg, dat
              log) -> dict:
     if log:
         log(f"--- arm {arm} ---")
-    model, mask, search_time, cfg, attack = _arm_setup(arm, b, data_cfg, model_cfg, data, device, search_root, log)
+    model, mask, search_time, cfg, attack = _arm_setup(arm, b, data_cfg, model_cfg, data, device, search_root, log,
+                                                       progress)
+    describe = describe_run(model_cfg.model, model_cfg.width, data_cfg.to_dict(), eval_n=b.final_n,
+                            kind=f"bench arm {arm}")
     result = train(model, data, cfg, attack, device, run=arm_run, mask=mask, augment=data_cfg.augment,
-                   progress=progress, log=log)
+                   progress=progress, log=log, describe=describe)
     final = None
     if b.final_attacks:
         x, y = as_float(data.test, device, b.final_n)
         limits = {"autoattack": b.autoattack_n} if (b.autoattack_n and "autoattack" in b.final_attacks) else None
         final = evaluate_robustness(model, x, y, b.final_attacks, eps=b.eps, batch_size=b.eval_batch_size, seed=b.seed,
-                                    precision=result.settings["precision"], limits=limits, log=log)
+                                    precision=result.settings["precision"], limits=limits, log=log,
+                                    progress=progress)
     curve = [{"epoch": r["epoch"], "wall_clock": search_time + r["train_time"], "clean": r["eval_clean"],
               "pgd20": r.get("eval_pgd"), "loss": r["loss"], "eval_loss": r["eval_loss"]} for r in result.history if not r.get("rolled_back")]
     out = {"arm": arm, "search_time": search_time, "train_time": result.train_time,
@@ -152,8 +159,8 @@ def run_bench(b: BenchConfig, data_cfg: DataConfig, model_cfg: ModelConfig, devi
     config = {"preset": preset, "bench": b.to_dict(), "data": data_cfg.to_dict(), "model": model_cfg.to_dict()}
     data = load_dataset(data_cfg)  # bad data fails before anything is written
     run = RunDir.create(root, "bench", bench_hash(b, data_cfg, model_cfg), config, device, b.seed)
-    if log:
-        log(f"benchmark directory: {run.path}")
+    log = tee_log(log, run.file("run.log"))
+    log(f"benchmark directory: {run.path}")
     with run.lock():
         arms = {}
         for arm in b.arms:

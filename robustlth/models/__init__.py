@@ -7,6 +7,7 @@ from typing import Callable
 import torch.nn as nn
 
 from ..config import ConfigError
+from ..factory import build_factory_model, is_factory_path, resolve_factory
 from .common import Normalized
 from .resnet import PreActResNet18, ResNet18
 from .small import CNN6, FCN, ConvNet, LeNet300
@@ -35,6 +36,9 @@ def model_names() -> list[str]:
 
 
 def check_model_name(name: str) -> None:
+    if is_factory_path(name):  # a user's own `package.module:factory` (robustlth.factory)
+        resolve_factory(name)
+        return
     m = _WRN.match(name)
     if m:
         depth = int(m.group(1))
@@ -44,11 +48,14 @@ def check_model_name(name: str) -> None:
         return
     if name not in REGISTRY:
         raise ConfigError(f"unknown model={name!r}: available models are {', '.join(REGISTRY)}, "
-                          "and wrn-DEPTH-WIDEN (e.g. " + ", ".join(WRN_EXAMPLES) + ")")
+                          "and wrn-DEPTH-WIDEN (e.g. " + ", ".join(WRN_EXAMPLES) + "), or package.module:factory "
+                          "for your own")
 
 
 def build_model(name: str, width: float = 1.0) -> nn.Module:
-    """A fresh model, wrapped so it normalises its [0, 1] input."""
+    """A fresh model, wrapped so it normalises its [0, 1] input (a user's factory builds its own normalisation)."""
+    if is_factory_path(name):
+        return build_factory_model(name, width)
     check_model_name(name)
     m = _WRN.match(name)
     net = WideResNet(int(m.group(1)), int(m.group(2)), width) if m else REGISTRY[name](width)

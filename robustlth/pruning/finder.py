@@ -14,8 +14,10 @@ import torch
 from ..config import AttackConfig, ConfigError, DataConfig, ModelConfig, PruneConfig, TrainConfig, config_hash
 from ..data import Dataset, load_dataset
 from ..models import build_model
+from ..progress import tee_log
 from ..runs import RunDir
 from ..training import seed_everything, train
+from ..training.checkpoint import describe_run
 from .masks import dense_mask, full_mask, prunable_weights, sparsity_report
 from .strategies import make_strategy
 from .ticket import Ticket, TicketError, load_ticket, save_ticket
@@ -139,6 +141,7 @@ def find_ticket(spec: SearchSpec, device: torch.device, root: str | Path = "runs
     model = build_model(spec.model.model, spec.model.width)
     check_search(spec, model, data)
     run = RunDir.create(root, "ticket", spec.hash(), spec.to_dict(), device, spec.search.seed)
+    log = tee_log(log, run.file("run.log"))
     with run.lock():
         return _search(spec, model, data, strategy, run, device, root, progress, log), run
 
@@ -165,7 +168,9 @@ def _search(spec: SearchSpec, model, data: Dataset, strategy, run: RunDir, devic
             result = train(model, data, spec.search, spec.attack, device, run=train_dir,
                            mask=full_mask(model, mask) if r > 1 else None,
                            rewind_iteration=rewind_k if (r == 1 and rewind_k > 0) else None,
-                           augment=spec.data.augment, progress=progress, log=log)
+                           augment=spec.data.augment, progress=progress, log=log,
+                           describe=describe_run(spec.model.model, spec.model.width, spec.data.to_dict(),
+                                                 kind="search training" if r == 1 else f"IMP round {r}"))
         t0 = time.perf_counter()
         mask = strategy.prune(model, mask, p.ratio, init_state=theta0)
         search_time += result.train_time + (time.perf_counter() - t0)

@@ -7,7 +7,6 @@ With a run directory it checkpoints every epoch (atomically, RNG states included
 from __future__ import annotations
 
 import random
-import sys
 import time
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -23,6 +22,7 @@ from ..device import (memory_format, resolve_channels_last, resolve_cuda_graphs,
                       synchronize, tune_for_static_shapes)
 from ..errors import RobustLTHError
 from ..evaluate import predict, robust_flags
+from ..progress import Progress
 from ..runs import RunDir, atomic_torch_save
 from .checkpoint import load_checkpoint, load_state_file, save_checkpoint
 from .schedules import lr_at, scaled_for_batch
@@ -105,11 +105,13 @@ def _state_copy(model: nn.Module) -> dict:
 
 def train(model: nn.Module, data: Dataset, cfg: TrainConfig, attack_cfg: AttackConfig, device: torch.device,
           run: Optional[RunDir] = None, mask: Optional[Mask] = None, rewind_iteration: Optional[int] = None,
-          augment: bool = True, progress: bool = False, log: Optional[Callable[[str], None]] = None) -> TrainResult:
+          augment: bool = True, progress: bool = False, log: Optional[Callable[[str], None]] = None,
+          describe: Optional[dict] = None) -> TrainResult:
     """Train `model` in place. Returns the per-epoch history and the wall-clock split.
 
     `rewind_iteration=k` also returns the weights after k optimiser steps (k = 0: the initial weights), for
     IMP with rewinding; with a run directory they are kept on disk so a resumed run still has them.
+    `describe` (training.checkpoint.describe_run) goes into every checkpoint, with the mask.
     """
     cfg = scaled_for_batch(cfg)
     precision = resolve_precision(device, cfg.precision)
@@ -118,6 +120,7 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, attack_cfg: AttackC
     settings = {"precision": precision, "channels_last": channels_last, "cuda_graphs": cuda_graphs,
                 "lr": cfg.lr, "warmup_epochs": cfg.warmup_epochs}
     fmt = memory_format(channels_last)
+    label = (describe or {}).get("kind") or "train"  # says which phase an epoch line belongs to
     tune_for_static_shapes(device)
     model.to(device=device, memory_format=fmt)
     enforcer = MaskEnforcer(model, mask)
@@ -178,11 +181,7 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, attack_cfg: AttackC
         correct = torch.zeros((), device=device, dtype=torch.long)
         seen = 0
         batches = loader.epoch(epoch)
-        bar = None
-        if progress:
-            from tqdm import tqdm
-            bar = tqdm(batches, total=ipe, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, file=sys.stderr)
-            batches = bar
+        bar = Progress(f"{label} epoch {epoch + 1}/{cfg.epochs}", ipe, enabled=progress)
         for i, (x, y) in enumerate(batches):
             it = epoch * ipe + i
             lr = lr_at(cfg, it, ipe)
@@ -195,8 +194,9 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, attack_cfg: AttackC
                 rewind_state = _state_copy(model)
                 if rewind_path is not None:
                     atomic_torch_save(rewind_path, rewind_state)
-            if bar is not None and i % 10 == 0:
-                bar.set_postfix(loss=f"{float(loss):.3f}", acc=f"{float(correct) / seen:.3f}")
+            if bar.enabled:  # a host sync, only when progress is shown
+                bar.update(1, **({"loss": f"{float(loss):.3f}"} if i % 10 == 0 else {}))
+        bar.close()
         synchronize(device)
         train_time += time.perf_counter() - t0
 
@@ -228,10 +228,10 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, attack_cfg: AttackC
         record.update(train_time=round(train_time, 3), eval_time=round(eval_time, 3), eval_split=eval_split)
         history.append(record)
         if log:
-            log(_format_record(record))
+            log(f"{label} " + _format_record(record))
         if run is not None:
             run.log(record)
-            save_checkpoint(ckpt_path, model, opt, history=history, epoch=epoch + 1, train_time=train_time,
+            save_checkpoint(ckpt_path, model, opt, describe=describe, mask=mask, history=history, epoch=epoch + 1, train_time=train_time,
                             eval_time=eval_time, stopped=stopped, guard_best=guard_best)
     if rewind_iteration is not None and rewind_state is None:
         raise TrainingError(f"rewind_iteration={rewind_iteration} is beyond the {cfg.epochs * ipe} iterations "
