@@ -23,6 +23,7 @@ from .config import ATTACK_MODES, Config, ConfigError, DataConfig, ModelConfig, 
 from .pruning import default_search_lr, convergence
 from .runs import RunDir, atomic_write_json, atomic_write_text
 from .safety import read_json
+from .shared_data import EXACT_SUBSET_SOURCE
 
 AXES = ("search_lr", "ratio", "width", "search_attack", "search_epochs", "budget")
 
@@ -224,9 +225,19 @@ def _metric(bench: dict, kind: str) -> str:
     return f"{kind}_pgd" if bench["train_attack"] != "none" else f"{kind}_clean"
 
 
-def write_outputs(df: pd.DataFrame, grid_dir: Path, axes: AblateConfig) -> None:
+def rerender(grid_dir: Path) -> None:
+    """tables.md and the figures again, from a finished grid's ablation.csv and config.yaml (no training)."""
+    import yaml
     grid_dir = Path(grid_dir)
-    atomic_write_text(grid_dir / "ablation.csv", df.to_csv(index=False))
+    cfg = yaml.safe_load((grid_dir / "config.yaml").read_text())
+    write_outputs(pd.read_csv(grid_dir / "ablation.csv"), grid_dir, AblateConfig.from_dict(cfg["axes"]),
+                  write_csv=False)
+
+
+def write_outputs(df: pd.DataFrame, grid_dir: Path, axes: AblateConfig, write_csv: bool = True) -> None:
+    grid_dir = Path(grid_dir)
+    if write_csv:
+        atomic_write_text(grid_dir / "ablation.csv", df.to_csv(index=False))
     cfg = json.loads(json.dumps(__import__("yaml").safe_load((grid_dir / "config.yaml").read_text())))
     ok = df[df["status"] == "ok"] if "status" in df else df
     varying = [a for a in AXES if len(getattr(axes, a)) > 1]
@@ -250,23 +261,56 @@ def write_outputs(df: pd.DataFrame, grid_dir: Path, axes: AblateConfig) -> None:
     atomic_write_text(grid_dir / "tables.md", "\n".join(lines) + "\n")
 
 
+LABELS = {"search_lr": "search LR", "ratio": "pruning ratio", "width": "width multiplier",
+          "budget": "retraining epochs", "search_epochs": "search epochs", "search_attack": "search attack"}
+
+
+def _metric_label(metric: str) -> str:
+    when, kind = metric.split("_", 1)
+    when = {"epoch1": "epoch 1", "epoch5": "epoch 5", "final": "final epoch"}.get(when, when)
+    return f"{'PGD-20' if kind == 'pgd' else 'clean'} accuracy, {when}"
+
+
 def _plots(ok: pd.DataFrame, out: Path, axes: AblateConfig, bench: dict) -> list[str]:
-    from .plotting import pyplot, save_figure
+    """The paper-style figures: one panel per metric, x = the swept axis (log for LRs), one colour and marker per
+    value of the grouping axis, ticket solid and re-init dashed; points averaged over the grid's other axes (and
+    seeds) with a ± s.e. band where several rows share a point."""
+    from .plotting import eval_note, plot_series, pyplot, save_figure, style
     plt = pyplot()
     files = []
+    note = eval_note("per-epoch evaluation", int(bench.get("eval_n", 0)))
 
     def line_plot(x: str, metrics: list[str], group: str, name: str):
         metrics = [m for m in metrics if m in ok and ok[m].notna().any()]
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for (g, arm), sub in ok.groupby([group, "arm"]):
-            sub = sub.sort_values(x)
-            for metric in metrics:
-                ax.plot(sub[x], sub[metric], marker="o", ls="-" if arm == "ticket" else "--",
-                        label=f"{arm} {metric} ({group}={g})")
-        ax.set_xlabel(x)
-        ax.set_ylabel("accuracy")
-        ax.set_title(f"{', '.join(metrics)} vs {x}")
-        files.append(save_figure(fig, out / name, [ax], legend_size=7))
+        if not metrics:
+            return
+        fig, panels = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics) + 2, 4.2), squeeze=False)
+        panels = list(panels[0])
+        groups = sorted(ok[group].unique())
+        for ax, metric in zip(panels, metrics):
+            for gi, g in enumerate(groups):
+                for arm, ls in (("ticket", "-"), ("reinit", "--")):
+                    sub = ok[(ok[group] == g) & (ok["arm"] == arm)]
+                    if sub.empty:
+                        continue
+                    xs = sorted(sub[x].unique())
+                    per_x = [sub[sub[x] == v][metric].tolist() for v in xs]
+                    k = max(len(v) for v in per_x)
+                    runs = [[v[j] if j < len(v) else None for v in per_x] for j in range(k)]
+                    plot_series(ax, xs, runs, f"{arm}, {LABELS.get(group, group)} {g:g}", gi, ls=ls,
+                                **({"markerfacecolor": "none"} if arm == "reinit" else {}))
+            ax.set_xlabel(LABELS.get(x, x))
+            ax.set_ylabel(_metric_label(metric))
+            ax.set_title(_metric_label(metric), fontsize=10)
+            if x == "search_lr":
+                ax.set_xscale("log")
+                ax.set_xticks(sorted(ok[x].unique()))
+                ax.set_xticklabels([f"{v:g}" for v in sorted(ok[x].unique())])
+            elif x != "width":
+                ax.set_xticks(sorted(ok[x].unique()))
+        fig.suptitle(f"Ticket (solid) and random re-init (dashed, open markers) by {LABELS.get(x, x)}, "
+                     f"mean over the grid's other axes\n{note}", fontsize=9)
+        files.append(save_figure(fig, out / name, panels, legend="outside", integer_x=x in ("budget", "search_epochs")))
 
     e1, e5, fin = _metric(bench, "epoch1"), _metric(bench, "epoch5"), _metric(bench, "final")
     if len(axes.budget) > 1:
@@ -278,18 +322,24 @@ def _plots(ok: pd.DataFrame, out: Path, axes: AblateConfig, bench: dict) -> list
     if len(axes.search_lr) > 1:
         line_plot("search_lr", [e1, fin], "ratio", "accuracy_vs_search_lr.png")
     if axes.controls and {"ticket", "reinit"} <= set(ok["arm"]):
-        keys = ["cell"]
-        pair = ok[ok.arm == "ticket"].merge(ok[ok.arm == "reinit"], on=keys, suffixes=("_ticket", "_reinit"))
-        fig, ax = plt.subplots(figsize=(4.5, 4.5))
-        ax.scatter(pair[f"{e1}_reinit"], pair[f"{e1}_ticket"], label=e1)
-        if f"{fin}_ticket" in pair:
-            ax.scatter(pair[f"{fin}_reinit"], pair[f"{fin}_ticket"], marker="x", label=fin)
-        lim = [0, max(0.05, float(pair.filter(like="_ticket").select_dtypes("number").max().max()))]
-        ax.plot(lim, lim, color="grey", lw=0.8)
-        ax.set_xlabel("random re-init")
+        pair = ok[ok.arm == "ticket"].merge(ok[ok.arm == "reinit"], on=["cell"], suffixes=("_ticket", "_reinit"))
+        metrics = [m for m in (e1, fin) if f"{m}_ticket" in pair and pair[f"{m}_ticket"].notna().any()]
+        fig, ax = plt.subplots(figsize=(5, 4.6))
+        values = []
+        for i, m in enumerate(metrics):
+            ax.scatter(pair[f"{m}_reinit"], pair[f"{m}_ticket"], label=_metric_label(m), s=28, **style(i))
+            values += pair[f"{m}_reinit"].tolist() + pair[f"{m}_ticket"].tolist()
+        lo, hi = min(values), max(values)  # the accuracies only: both axes on the same scale
+        pad = 0.05 * (hi - lo or 1)
+        lim = [lo - pad, hi + pad]
+        ax.plot(lim, lim, color="grey", lw=0.8, label="equal (y = x)")
+        ax.set_xlim(lim)
+        ax.set_ylim(lim)
+        ax.set_aspect("equal")
+        ax.set_xlabel("random re-initialisation (same mask)")
         ax.set_ylabel("ticket")
-        ax.set_title("ticket vs random re-initialisation (one point per cell)")
-        files.append(save_figure(fig, out / "ticket_vs_reinit.png", [ax]))
+        ax.set_title(f"Ticket vs random re-init, one point per cell\n({note})", fontsize=9)
+        files.append(save_figure(fig, out / "ticket_vs_reinit.png", [ax], legend="outside"))
     return files
 
 
@@ -300,7 +350,7 @@ PRESETS = {
               "bench": {"search_epochs": 1, "ticket_epochs": 1, "batch_size": 50, "eval_n": 40, "attack_steps": 2,
                         "final_attacks": []},
               "axes": {"search_lr": [0.01, 0.1], "ratio": [0.5, 0.8], "width": [0.25, 0.5]}},
-    "cpu": {"data": {"data": "npz:../shared/data/cifar10_exact_subset.npz", "val_size": 500},
+    "cpu": {"data": {"data": EXACT_SUBSET_SOURCE, "val_size": 500},
             "model": {"model": "cnn6", "width": 1.0},
             "bench": {"search_epochs": 8, "ticket_epochs": 3, "eval_n": 256, "final_attacks": [],
                       "precision": "bf16", "channels_last": True},

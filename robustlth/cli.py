@@ -14,6 +14,7 @@ from .config import (AttackConfig, DataConfig, ModelConfig, PruneConfig, TrainCo
 from .device import check_device_settings, resolve_device
 from .errors import RobustLTHError, UsageError
 from .safety import check_output_dir, check_output_file, file_digest
+from .shared_data import check_preset_data
 
 # The YAML sections each command reads; any other section in --config is an error.
 SECTIONS = {"train": ("data", "model", "train", "attack"),
@@ -234,13 +235,17 @@ def cmd_bench(args) -> int:
     bench = config_from_args(BenchConfig, args, merged["bench"])
     data_cfg = config_from_args(DataConfig, args, merged["data"])
     model_cfg = config_from_args(ModelConfig, args, merged["model"])
+    check_preset_data("bench", args.preset, preset.get("data", {}).get("data"), data_cfg)
     check_device_settings(device, bench.precision, bench.cuda_graphs)
     results, run = run_bench(bench, data_cfg, model_cfg, device, args.out, preset=args.preset,
-                             progress=args.progress, log=_say)
+                             progress=args.progress, log=_say, allow_small_data=args.allow_small_data)
     h = results["headline"]
+    from .bench.report import headline_lines
+    print("\n".join(headline_lines(results)))  # the honest headline first, in words
     _say(f"report: {run.file('report.md')}")
-    print(json.dumps({"run_dir": str(run.path), "total_time_ratio": round(h["total_time_ratio"], 4),
-                      "time_to_target_ratio": h["time_to_target_ratio"], "target_pgd20": h["target_pgd20"]}))
+    print(json.dumps({"run_dir": str(run.path), "ticket_vs_dense_time_to_target": h["time_to_target_vs_dense"],
+                      "total_time_ratio": round(h["total_time_ratio"], 4),
+                      "final_worst_case_diff": h.get("final_worst_case_diff"), "target_pgd20": h["target_pgd20"]}))
     return 0
 
 
@@ -248,6 +253,11 @@ def cmd_report(args) -> int:
     from .bench.report import compare, load_results, markdown_table, write_report
     if args.output:
         check_output_file(args.output)
+    if len(args.run_dirs) == 1 and not args.output and (Path(args.run_dirs[0]) / "ablation.csv").is_file():
+        from .ablate import rerender
+        rerender(args.run_dirs[0])  # an ablation grid: tables.md and figures from its ablation.csv
+        _say(f"wrote {Path(args.run_dirs[0]) / 'tables.md'}")
+        return 0
     if len(args.run_dirs) == 1 and not args.output:
         write_report(load_results(args.run_dirs[0]), args.run_dirs[0])
         _say(f"wrote {Path(args.run_dirs[0]) / 'report.md'}")
@@ -271,6 +281,7 @@ def cmd_ablate(args) -> int:
     bench = config_from_args(BenchConfig, args, merged["bench"])
     data_cfg = config_from_args(DataConfig, args, merged["data"])
     model_cfg = config_from_args(ModelConfig, args, merged["model"])
+    check_preset_data("ablate", args.preset, preset.get("data", {}).get("data"), data_cfg)
     check_device_settings(_setup(args), bench.precision, bench.cuda_graphs)  # even when jobs run elsewhere
     launcher = Launcher(args.launcher, cluster=args.cluster, timeout_min=args.timeout_min,
                         gpus_per_job=args.gpus_per_job, cpus_per_job=args.cpus_per_job, partition=args.partition)
@@ -291,6 +302,7 @@ def cmd_locality(args) -> int:
     model_cfg = config_from_args(ModelConfig, args, merged["model"])
     train_cfg = config_from_args(TrainConfig, args, merged["train"])
     loc = config_from_args(LocalityConfig, args, merged["locality"])
+    check_preset_data("locality", args.preset, preset.get("data", {}).get("data"), data_cfg)
     if model_cfg.model != "fcn":
         raise UsageError(f"locality analyses the fully connected network: --model must be fcn, not {model_cfg.model}")
     check_device_settings(device, train_cfg.precision, train_cfg.cuda_graphs, train_cfg.compile)
@@ -357,22 +369,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_find_ticket)
 
     from .bench import PRESETS, BenchConfig
-    p = sub.add_parser("bench", help="ticket pipeline vs dense adversarial training: time and robustness report")
+    p = sub.add_parser("bench", help="ticket pipeline vs dense adversarial training: time and robustness report",
+                       description="Flags left out take the preset's value (listed at the end), not the generic "
+                                   "defaults shown beside them.",
+                       epilog=preset_listing(PRESETS), formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(p)
     p.add_argument("--preset", choices=list(PRESETS), default="cpu",
-                   help="smoke (CI, seconds), cpu (exact CIFAR-10 subset, ~35 min on 2 cores), paper (GPU); "
-                        "default: %(default)s")
+                   help="smoke (CI, seconds), cpu (exact CIFAR-10 subset, ~35 min on 2 cores), gpu (one GPU, "
+                        "minutes), paper (GPU, the paper's setting); default: %(default)s")
+    p.add_argument("--allow-small-data", action="store_true",
+                   help="run a full-scale preset (gpu, paper) on fewer training images than it is meant for")
     for cls in (DataConfig, ModelConfig, BenchConfig):
         add_config_args(p, cls)
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("report", help="re-render a benchmark report, or compare several benchmark runs")
+    p = sub.add_parser("report", help="re-render a benchmark report (or an ablation grid's tables and figures), or "
+                                         "compare several benchmark runs")
     p.add_argument("run_dirs", nargs="+", type=Path)
     p.add_argument("--output", help="write the comparison table (Markdown) here")
     p.set_defaults(func=cmd_report)
 
     from .ablate import PRESETS as ABLATE_PRESETS, AblateConfig
-    p = sub.add_parser("ablate", help="grid over search LR, pruning ratio, width, search mode/epochs, budgets")
+    p = sub.add_parser("ablate", help="grid over search LR, pruning ratio, width, search mode/epochs, budgets",
+                       description="Flags left out take the preset's value (listed at the end).",
+                       epilog=preset_listing(ABLATE_PRESETS), formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(p)
     p.add_argument("--preset", choices=list(ABLATE_PRESETS), default="cpu", help="default: %(default)s")
     p.add_argument("--launcher", choices=["serial", "submitit"], default="serial",
@@ -406,6 +426,18 @@ def build_parser() -> argparse.ArgumentParser:
         add_config_args(p, cls)
     p.set_defaults(func=cmd_locality)
     return parser
+
+
+def preset_listing(presets: dict) -> str:
+    """Every preset's values, for --help."""
+    lines = ["presets (section: values):"]
+    for name, sections in presets.items():
+        lines.append(f"  {name}:")
+        for sec, values in sections.items():
+            text = ", ".join(f"{k}={','.join(map(str, v)) if isinstance(v, (list, tuple)) else v}"
+                             for k, v in values.items())
+            lines.append(f"    {sec}: {text}")
+    return "\n".join(lines)
 
 
 def _one_line(e: BaseException) -> str:

@@ -8,7 +8,7 @@ from typing import Callable, Optional
 
 import torch
 
-from ..config import AttackConfig, DataConfig, ModelConfig, PruneConfig, TrainConfig, config_hash
+from ..config import AttackConfig, ConfigError, DataConfig, ModelConfig, PruneConfig, TrainConfig, config_hash
 from ..data import Dataset, as_float, load_dataset
 from ..evaluate import evaluate_robustness
 from ..models import build_model
@@ -17,7 +17,7 @@ from ..progress import tee_log
 from ..runs import RunDir, environment
 from ..training import seed_everything, train
 from ..training.checkpoint import describe_run
-from .config import BenchConfig
+from .config import MIN_TRAIN_IMAGES, BenchConfig
 
 Log = Optional[Callable[[str], None]]
 
@@ -153,11 +153,23 @@ def headline(arms: dict, b: BenchConfig) -> dict:
     return h
 
 
+def check_data_size(preset: Optional[str], data: Dataset) -> None:
+    """A full-scale preset on a few hundred images is a mistake (e.g. the paper preset's 5,000 validation images
+    held out of a 5,085-image subset), not a benchmark."""
+    need = MIN_TRAIN_IMAGES.get(preset or "")
+    if need and len(data.train) < need:
+        raise ConfigError(f"the {preset} preset is full scale but would train on {len(data.train)} images (after "
+                          f"{0 if data.val is None else len(data.val)} held out for validation; it expects at least "
+                          f"{need:,}): use --preset cpu for small data, or --allow-small-data to run it anyway")
+
+
 def run_bench(b: BenchConfig, data_cfg: DataConfig, model_cfg: ModelConfig, device: torch.device,
               root: str | Path = "runs", preset: Optional[str] = None, progress: bool = False,
-              log: Log = None) -> tuple[dict, RunDir]:
+              log: Log = None, allow_small_data: bool = False) -> tuple[dict, RunDir]:
     config = {"preset": preset, "bench": b.to_dict(), "data": data_cfg.to_dict(), "model": model_cfg.to_dict()}
     data = load_dataset(data_cfg)  # bad data fails before anything is written
+    if not allow_small_data:
+        check_data_size(preset, data)
     run = RunDir.create(root, "bench", bench_hash(b, data_cfg, model_cfg), config, device, b.seed)
     log = tee_log(log, run.file("run.log"))
     log(f"benchmark directory: {run.path}")
