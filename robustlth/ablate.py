@@ -77,7 +77,8 @@ def _search_key(cell: dict) -> str:
     return json.dumps([bench, cell["model"]], sort_keys=True)
 
 
-def run_searches(cells: list[dict], data_cfg: dict, root: str, device_name: str = "auto") -> list[float]:
+def run_searches(cells: list[dict], data_cfg: dict, root: str, device_name: str = "auto",
+                 context: Optional[dict] = None) -> list[float]:
     """Stage 1: the search training these cells share, then one ticket per pruning ratio they need.
 
     One job per training configuration, so no two jobs ever write the same search directory.
@@ -94,8 +95,12 @@ def run_searches(cells: list[dict], data_cfg: dict, root: str, device_name: str 
     return times
 
 
-def run_cell(cell: dict, data_cfg: dict, root: str, controls: bool, device_name: str = "auto") -> dict:
-    """Stage 2: train the cell's arms. Writes cells/<id>/result.json, or error.json if anything fails."""
+def run_cell(cell: dict, data_cfg: dict, root: str, controls: bool, device_name: str = "auto",
+             context: Optional[dict] = None) -> dict:
+    """Stage 2: train the cell's arms. Writes cells/<id>/result.json, or error.json if anything fails; both record
+    the cell's wall-clock and the concurrency it ran under (`context`, from the launcher)."""
+    import time
+    t0 = time.perf_counter()
     from .data import load_dataset
     from .device import resolve_device
     cell_dir = RunDir(Path(root) / "cells" / cell["id"])
@@ -107,19 +112,29 @@ def run_cell(cell: dict, data_cfg: dict, root: str, controls: bool, device_name:
             # The cell's own directory holds its arms; its search lives in the grid's shared search folder.
             arms = {arm: run_arm(arm, b, d, m, data, device, cell_dir.path, Path(root) / "search")
                     for arm in _arms(controls)}
-            result = {"id": cell["id"], "axes": cell["axes"], "status": "ok", "arms": arms}
+            result = {"id": cell["id"], "axes": cell["axes"], "status": "ok", "arms": arms,
+                      "cell_s": round(time.perf_counter() - t0, 2), "run": {**(context or {}),
+                                                                          "torch_threads": _threads()}}
             atomic_write_json(cell_dir.file("result.json"), result)
             cell_dir.file("error.json").unlink(missing_ok=True)
     except Exception as e:  # recorded, not raised: one failed cell must not stop the grid
         result = {"id": cell["id"], "axes": cell["axes"], "status": "failed",
-                  "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
+                  "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(),
+                  "cell_s": round(time.perf_counter() - t0, 2), "run": {**(context or {}), "torch_threads": _threads()}}
         atomic_write_json(cell_dir.file("error.json"), result)
     return result
 
 
+def _threads() -> int:
+    import torch
+    return torch.get_num_threads()
+
+
 def rows(result: dict) -> list[dict]:
     """Tidy rows: one per cell and arm."""
-    base = {"cell": result["id"], **result["axes"], "status": result["status"]}
+    run = result.get("run") or {}
+    base = {"cell": result["id"], **result["axes"], "status": result["status"], "cell_s": result.get("cell_s"),
+            "concurrent_jobs": run.get("concurrent_jobs"), "torch_threads": run.get("torch_threads")}
     if result["status"] != "ok":
         return [{**base, "arm": None, "error": result["error"]}]
     out = []
@@ -132,9 +147,21 @@ def rows(result: dict) -> list[dict]:
     return out
 
 
+def run_in_job(threads: int, context: dict, fn: Callable, *args):
+    """A job's entry point: `threads` torch threads (so concurrent jobs never oversubscribe the cores), then
+    `fn(*args, context=context)`."""
+    import torch
+    torch.set_num_threads(threads)
+    return fn(*args, context=context)
+
+
 @dataclass
 class Launcher:
-    """Runs a list of calls: in-process, or as submitit jobs (executor 'local', 'slurm' or 'debug')."""
+    """Runs a list of calls: in-process, or as submitit jobs (executor 'local', 'slurm' or 'debug').
+
+    Local jobs run at most cores // cpus_per_job at a time, each with cpus_per_job torch threads, so cell times
+    are not inflated by oversubscription; each result records the concurrency it ran under. Interrupting the
+    command cancels the jobs it started."""
     kind: str = "serial"
     folder: Optional[Path] = None
     cluster: Optional[str] = None
@@ -150,12 +177,48 @@ class Launcher:
                 import submitit  # noqa: F401
             except ImportError:
                 raise ConfigError("--launcher submitit needs submitit: pip install 'robustlth[cluster]'") from None
+            import shutil
+            if self.cluster == "slurm" and shutil.which("sbatch") is None:
+                raise ConfigError("--cluster slurm: SLURM is not available on this machine (no sbatch on PATH); "
+                                  "use --cluster local or --launcher serial")
 
-    def map(self, fn: Callable, calls: list[tuple]) -> list:
+    def local(self) -> bool:
+        import shutil
+        return self.kind == "submitit" and (self.cluster in ("local", "debug") or
+                                            (self.cluster is None and shutil.which("sbatch") is None))
+
+    def concurrency(self) -> int:
+        """Jobs run at once: all on a cluster; on this machine as many as its cores allow."""
+        import os
+        if self.kind == "serial":
+            return 1
+        return max(1, (os.cpu_count() or 1) // self.cpus_per_job) if self.local() else 0
+
+    def map(self, fn: Callable, calls: list[tuple], label: str = "job", log: Optional[Callable[[str], None]] = None,
+            describe: Optional[Callable[[tuple], str]] = None) -> list:
+        """Results of fn(*call) in order, logging each finished call (done/total, ETA) under `label`."""
         if not calls:
             return []
+        import time
+        from .progress import format_seconds
+        t0, total = time.perf_counter(), len(calls)
+        limit = self.concurrency()
+        context = {"launcher": self.kind, "concurrent_jobs": limit or None,
+                   "threads_per_job": self.cpus_per_job if self.kind == "submitit" else None}
+
+        def done(i: int, k: int) -> None:
+            if log:
+                elapsed = time.perf_counter() - t0
+                eta = elapsed / k * (total - k)
+                what = f" ({describe(calls[i])})" if describe else ""
+                log(f"{label} {k}/{total} done{what}; {format_seconds(elapsed)} elapsed, ETA {format_seconds(eta)}")
+
         if self.kind == "serial":
-            return [fn(*c) for c in calls]
+            out = []
+            for i, c in enumerate(calls):
+                out.append(fn(*c, context=context))
+                done(i, i + 1)
+            return out
         import submitit
         executor = submitit.AutoExecutor(folder=str(self.folder), cluster=self.cluster)
         params = {"timeout_min": self.timeout_min, "cpus_per_task": self.cpus_per_job}
@@ -164,8 +227,26 @@ class Launcher:
         if self.partition:
             params["slurm_partition"] = self.partition
         executor.update_parameters(**params)
-        jobs = [executor.submit(fn, *c) for c in calls]
-        return [j.result() for j in jobs]
+        if log:
+            log(f"{label}s: {total} submitit jobs ({executor.cluster}), "
+                + (f"at most {limit} at a time with {self.cpus_per_job} threads each" if limit else "all submitted"))
+        pending, running, results, finished = list(range(total)), {}, {}, 0
+        try:
+            while pending or running:
+                while pending and (not limit or len(running) < limit):
+                    i = pending.pop(0)
+                    running[i] = executor.submit(run_in_job, self.cpus_per_job, context, fn, *calls[i])
+                for i in [i for i, job in running.items() if job.done()]:
+                    results[i] = running.pop(i).result()
+                    finished += 1
+                    done(i, finished)
+                if running:
+                    time.sleep(0.5)
+        except BaseException:  # Ctrl-C (or anything else): no job keeps running behind the user's back
+            for job in running.values():
+                job.cancel(check=False)
+            raise
+        return [results[i] for i in range(total)]
 
 
 def run_grid(axes: AblateConfig, bench: BenchConfig, data_cfg: DataConfig, model_cfg: ModelConfig,
@@ -178,6 +259,8 @@ def run_grid(axes: AblateConfig, bench: BenchConfig, data_cfg: DataConfig, model
     from .data import load_dataset
     load_dataset(data_cfg)  # so is the data
     run = RunDir.create(root, "ablate", grid_hash, config, None, bench.seed)
+    from .progress import tee_log
+    log = tee_log(log, run.file("run.log"))
     with run.lock():
         return _run_grid(run, cells, axes, data_cfg, launcher, device_name, log), run.path
 
@@ -195,12 +278,14 @@ def _run_grid(run: RunDir, cells: list[dict], axes: AblateConfig, data_cfg: Data
     if launcher.kind == "submitit":
         launcher.folder = run.path / "submitit"
     try:
-        launcher.map(run_searches, [(g, data_cfg.to_dict(), str(run.path), device_name) for g in groups.values()])
+        launcher.map(run_searches, [(g, data_cfg.to_dict(), str(run.path), device_name) for g in groups.values()],
+                     "search", log)
     except Exception as e:  # the cells that need it will record the error
         if log:
             log(f"a search failed ({type(e).__name__}: {e}); its cells will be recorded as failed")
     # Stage 2: the cells.
-    launcher.map(run_cell, [(c, data_cfg.to_dict(), str(run.path), axes.controls, device_name) for c in todo])
+    launcher.map(run_cell, [(c, data_cfg.to_dict(), str(run.path), axes.controls, device_name) for c in todo],
+                 "cell", log, describe=lambda call: ", ".join(f"{k}={v}" for k, v in call[0]["axes"].items()))
     df = collect(run.path)
     write_outputs(df, run.path, axes)
     return df
