@@ -241,7 +241,7 @@ def cmd_bench(args) -> int:
                              progress=args.progress, log=_say, allow_small_data=args.allow_small_data)
     h = results["headline"]
     from .bench.report import headline_lines
-    print("\n".join(headline_lines(results)))  # the honest headline first, in words
+    print("\n".join(line.replace("**", "") for line in headline_lines(results)))  # the honest headline first
     _say(f"report: {run.file('report.md')}")
     print(json.dumps({"run_dir": str(run.path), "ticket_vs_dense_time_to_target": h["time_to_target_vs_dense"],
                       "total_time_ratio": round(h["total_time_ratio"], 4),
