@@ -382,7 +382,7 @@ def _plots(ok: pd.DataFrame, out: Path, axes: AblateConfig, bench: dict) -> list
                     per_x = [sub[sub[x] == v][metric].tolist() for v in xs]
                     k = max(len(v) for v in per_x)
                     runs = [[v[j] if j < len(v) else None for v in per_x] for j in range(k)]
-                    plot_series(ax, xs, runs, f"{arm}, {LABELS.get(group, group)} {g:g}", gi, ls=ls,
+                    plot_series(ax, xs, runs, f"{arm}, {LABELS.get(group, group)} {g:g}", gi, over="cells", ls=ls,
                                 **({"markerfacecolor": "none"} if arm == "reinit" else {}))
             ax.set_xlabel(LABELS.get(x, x))
             ax.set_ylabel(_metric_label(metric))

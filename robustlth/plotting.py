@@ -37,15 +37,15 @@ def eval_note(split: str, n: int, p: float = 0.3) -> str:
 
 
 def plot_series(ax, x: Sequence[float], runs: Sequence[Sequence[Optional[float]]], label: str, i: int,
-                **kw) -> None:
-    """One series: a line through the mean over `runs` (one list per seed) and, with several seeds, a band of
-    ± one standard error of that mean."""
+                over: str = "seeds", **kw) -> None:
+    """One series: a line through the mean over `runs` (one list per seed, or per grid cell: `over`) and, with
+    several, a band of ± one standard error of that mean."""
     y = np.array([[np.nan if v is None else v for v in r] for r in runs], dtype=float)
     with np.errstate(all="ignore"), warnings.catch_warnings():  # a point no seed has (e.g. time 0) stays empty
         warnings.simplefilter("ignore", RuntimeWarning)
         mean = np.nanmean(y, axis=0)
     st = {**style(i), **kw}
-    label = label if len(runs) == 1 else f"{label} (mean of {len(runs)} seeds ± s.e.)"
+    label = label if len(runs) == 1 else f"{label} (mean of {len(runs)} {over} ± s.e.)"
     ax.plot(x, mean, label=label, markersize=5, **st)
     if len(runs) > 1:
         with np.errstate(all="ignore"), warnings.catch_warnings():
