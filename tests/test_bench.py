@@ -128,5 +128,5 @@ def test_presets_listed_in_help_and_data_checks(capsys, tmp_path):
     # A full-scale preset on a few hundred images is refused before anything is written.
     assert main(["bench", "--preset", "paper", "--data", "synthetic", "--n-train", "400", "--val-size", "100",
                  "--device", "cpu", "--out", str(tmp_path / "runs")]) == 2
-    assert "would train on 300 images" in capsys.readouterr().err
+    assert "would train on 400 images" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
