@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
 from ..config import ATTACK_MODES, PRECISIONS, STRATEGIES, Config, ConfigError, _check, _choice
+from ..shared_data import EXACT_SUBSET_SOURCE
 
 ARMS = ("dense", "ticket", "reinit", "random_prune", "winning", "fast_at",
         # beyond the paper: the ticket with fast single-step AT, and structured (shrunk) tickets
@@ -101,7 +102,7 @@ PRESETS = {
     # epochs vs 20 search + 40 ticket epochs) scaled to 20 vs 8 + 8. bf16 autocast and channels_last were
     # measured 2.6x faster than fp32 for this model with the same accuracy. Per-epoch curves on a held-out
     # validation split; the test images are only used for the final evaluation.
-    "cpu": {"data": {"data": "npz:../shared/data/cifar10_exact_subset.npz", "val_size": 500},
+    "cpu": {"data": {"data": EXACT_SUBSET_SOURCE, "val_size": 500},
             "model": {"model": "cnn6", "width": 1.0},
             "bench": {"dense_epochs": 20, "ticket_epochs": 8, "search_epochs": 8, "search_lr": 0.01,
                       "eval_n": 256, "final_attacks": ["pgd20", "pgd100", "cw", "autoattack"], "final_n": 1000,
@@ -123,3 +124,6 @@ PRESETS = {
               "bench": {"dense_epochs": 100, "ticket_epochs": 40, "search_epochs": 20, "eval_n": 1000,
                         "final_n": 10000, "arms": ["dense", "ticket", "reinit", "winning", "fast_at"]}},
 }
+
+# Full-scale presets refuse fewer training images than this (`--allow-small-data` overrides).
+MIN_TRAIN_IMAGES = {"gpu": 10_000, "paper": 10_000}

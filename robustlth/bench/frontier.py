@@ -13,7 +13,7 @@ from typing import Callable, Optional
 
 import pandas as pd
 
-from .harness import final_metrics
+from .metrics import final_metrics
 
 
 def robust_key(results: dict) -> Optional[str]:

@@ -9,15 +9,17 @@ from typing import Callable, Optional
 
 import torch
 
-from ..config import AttackConfig, DataConfig, ModelConfig, PruneConfig, TrainConfig, config_hash
+from ..config import AttackConfig, ConfigError, DataConfig, ModelConfig, PruneConfig, TrainConfig, config_hash
 from ..data import Dataset, as_float, load_dataset
 from ..evaluate import evaluate_robustness
 from ..models import build_model
 from ..models.shrink import count_macs
 from ..pruning import SearchSpec, default_search_lr, find_ticket, make_control, retrain_schedule, ticket_model
+from ..progress import tee_log
 from ..runs import RunDir, environment
 from ..training import seed_everything, train
-from .config import BenchConfig
+from ..training.checkpoint import describe_run
+from .config import MIN_TRAIN_IMAGES, BenchConfig
 from .metrics import final_metrics
 
 Log = Optional[Callable[[str], None]]
@@ -46,8 +48,9 @@ def _search_spec(b: BenchConfig, data_cfg: DataConfig, model_cfg: ModelConfig, l
 
 
 def search_ticket(b: BenchConfig, data_cfg: DataConfig, model_cfg: ModelConfig, lr: float, data: Dataset,
-            device: torch.device, root: Path, log: Log):
-    return find_ticket(_search_spec(b, data_cfg, model_cfg, lr), device, root, data=data, log=log)[0]
+            device: torch.device, root: Path, log: Log, progress: bool = False):
+    return find_ticket(_search_spec(b, data_cfg, model_cfg, lr), device, root, data=data, log=log,
+                       progress=progress)[0]
 
 
 def _structured_setup(b: BenchConfig, data_cfg, model_cfg, lr: float, ticket, search_root: Path):
@@ -66,7 +69,8 @@ def _structured_setup(b: BenchConfig, data_cfg, model_cfg, lr: float, ticket, se
     return model, time.perf_counter() - t0
 
 
-def _arm_setup(arm: str, b: BenchConfig, data_cfg, model_cfg, data, device, search_root: Path, log: Log):
+def _arm_setup(arm: str, b: BenchConfig, data_cfg, model_cfg, data, device, search_root: Path, log: Log,
+               progress: bool = False):
     """(model, mask, search_time, train config, attack config) for one arm."""
     arm_attack = AttackConfig(attack=b.train_attack, eps=b.eps, attack_steps=b.attack_steps)
     fast = AttackConfig(attack=b.fast_at_attack, eps=b.eps)  # single-step; the trainer's guard is on for it
@@ -78,7 +82,7 @@ def _arm_setup(arm: str, b: BenchConfig, data_cfg, model_cfg, data, device, sear
             return model, None, 0.0, _train_cfg(b, b.dense_epochs), arm_attack
         return model, None, 0.0, _train_cfg(b, b.fast_at_epochs or b.ticket_epochs, schedule="onecycle"), fast
     lr = b.winning_lr if arm == "winning" else search_lr
-    ticket = search_ticket(b, data_cfg, model_cfg, lr, data, device, search_root, log)
+    ticket = search_ticket(b, data_cfg, model_cfg, lr, data, device, search_root, log, progress)
     search_time = ticket.meta["search_time"]
     # Ticket arms keep the ticket's retraining recipe (warm-up from the search LR); *_fast change only the attack.
     epochs = (b.fast_at_epochs or b.ticket_epochs) if arm in FAST_TICKET_ARMS else b.ticket_epochs
@@ -109,15 +113,19 @@ def _run_arm(arm_run: RunDir, arm: str, b: BenchConfig, data_cfg, model_cfg, dat
              log) -> dict:
     if log:
         log(f"--- arm {arm} ---")
-    model, mask, search_time, cfg, attack = _arm_setup(arm, b, data_cfg, model_cfg, data, device, search_root, log)
+    model, mask, search_time, cfg, attack = _arm_setup(arm, b, data_cfg, model_cfg, data, device, search_root, log,
+                                                       progress)
+    describe = describe_run(model_cfg.model, model_cfg.width, data_cfg.to_dict(), eval_n=b.final_n,
+                            kind=f"bench arm {arm}")
     result = train(model, data, cfg, attack, device, run=arm_run, mask=mask, augment=data_cfg.augment,
-                   progress=progress, log=log)
+                   progress=progress, log=log, describe=describe)
     final = None
     if b.final_attacks:
         x, y = as_float(data.test, device, b.final_n)
         limits = {"autoattack": b.autoattack_n} if (b.autoattack_n and "autoattack" in b.final_attacks) else None
         final = evaluate_robustness(model, x, y, b.final_attacks, eps=b.eps, batch_size=b.eval_batch_size, seed=b.seed,
-                                    precision=result.settings["precision"], limits=limits, log=log)
+                                    precision=result.settings["precision"], limits=limits, log=log,
+                                    progress=progress)
     curve = [{"epoch": r["epoch"], "wall_clock": search_time + r["train_time"], "clean": r["eval_clean"],
               "pgd20": r.get("eval_pgd"), "loss": r["loss"], "eval_loss": r["eval_loss"]} for r in result.history if not r.get("rolled_back")]
     out = {"arm": arm, "search_time": search_time, "train_time": result.train_time,
@@ -165,17 +173,29 @@ def headline(arms: dict, b: BenchConfig) -> dict:
     return h
 
 
+def check_data_size(preset: Optional[str], data: Dataset) -> None:
+    """A full-scale preset on a few hundred images is a mistake (e.g. the paper preset's 5,000 validation images
+    held out of a 5,085-image subset), not a benchmark."""
+    need = MIN_TRAIN_IMAGES.get(preset or "")
+    if need and len(data.train) < need:
+        raise ConfigError(f"the {preset} preset is full scale but would train on {len(data.train)} images (after "
+                          f"{0 if data.val is None else len(data.val)} held out for validation; it expects at least "
+                          f"{need:,}): use --preset cpu for small data, or --allow-small-data to run it anyway")
+
+
 def run_bench(b: BenchConfig, data_cfg: DataConfig, model_cfg: ModelConfig, device: torch.device,
               root: str | Path = "runs", preset: Optional[str] = None, progress: bool = False,
-              log: Log = None) -> tuple[dict, RunDir]:
+              log: Log = None, allow_small_data: bool = False) -> tuple[dict, RunDir]:
     config = {"preset": preset, "bench": b.to_dict(), "data": data_cfg.to_dict(), "model": model_cfg.to_dict()}
     data = load_dataset(data_cfg)  # bad data fails before anything is written
     if set(b.arms) & set(STRUCTURED_ARMS):  # so does a model that cannot be shrunk
         from ..models.shrink import channel_groups
         channel_groups(build_model(model_cfg.model, model_cfg.width))
+    if not allow_small_data:
+        check_data_size(preset, data)
     run = RunDir.create(root, "bench", bench_hash(b, data_cfg, model_cfg), config, device, b.seed)
-    if log:
-        log(f"benchmark directory: {run.path}")
+    log = tee_log(log, run.file("run.log"))
+    log(f"benchmark directory: {run.path}")
     with run.lock():
         arms = {}
         for arm in b.arms:
