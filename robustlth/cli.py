@@ -13,6 +13,7 @@ from .config import (AttackConfig, DataConfig, ModelConfig, PruneConfig, TrainCo
                      check_sections, config_from_args, config_hash, load_yaml, parse_number)
 from .device import check_device_settings, resolve_device
 from .errors import RobustLTHError, UsageError
+from .replicates import add_seed_args, resolve_seeds
 from .safety import check_output_dir, check_output_file, file_digest, safe_torch_load
 
 # The YAML sections each command reads; any other section in --config is an error.
@@ -246,6 +247,14 @@ def cmd_bench(args) -> int:
     data_cfg = config_from_args(DataConfig, args, merged["data"])
     model_cfg = config_from_args(ModelConfig, args, merged["model"])
     check_device_settings(device, bench.precision, bench.cuda_graphs)
+    seeds = resolve_seeds(args, bench.seed)
+    if seeds is not None:  # replicates: one cached bench run per seed, then their spread
+        from .bench.aggregate import run_bench_seeds
+        agg, agg_dir = run_bench_seeds(bench, data_cfg, model_cfg, device, args.out, seeds, preset=args.preset,
+                                       progress=args.progress, log=_say)
+        _say(f"report: {agg_dir / 'report.md'}")
+        print(json.dumps({"aggregate_dir": str(agg_dir), "seeds": seeds, "runs": agg["runs"]}))
+        return 0
     results, run = run_bench(bench, data_cfg, model_cfg, device, args.out, preset=args.preset,
                              progress=args.progress, log=_say)
     h = results["headline"]
@@ -283,9 +292,11 @@ def cmd_ablate(args) -> int:
     data_cfg = config_from_args(DataConfig, args, merged["data"])
     model_cfg = config_from_args(ModelConfig, args, merged["model"])
     check_device_settings(_setup(args), bench.precision, bench.cuda_graphs)  # even when jobs run elsewhere
+    seeds = resolve_seeds(args, bench.seed)
     launcher = Launcher(args.launcher, cluster=args.cluster, timeout_min=args.timeout_min,
                         gpus_per_job=args.gpus_per_job, cpus_per_job=args.cpus_per_job, partition=args.partition)
-    df, grid_dir = run_grid(axes, bench, data_cfg, model_cfg, args.out, launcher, args.device, args.preset, _say)
+    df, grid_dir = run_grid(axes, bench, data_cfg, model_cfg, args.out, launcher, args.device, args.preset, _say,
+                            seeds=seeds)
     failed = int((df["status"] != "ok").sum())
     _say(f"tables: {grid_dir / 'tables.md'}; {len(df)} rows, {failed} failed")
     print(json.dumps({"grid_dir": str(grid_dir), "rows": len(df), "failed": failed}))
@@ -367,6 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "default: %(default)s")
     for cls in (DataConfig, ModelConfig, BenchConfig):
         add_config_args(p, cls)
+    add_seed_args(p)
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("report", help="re-render a benchmark report, or compare several benchmark runs")
@@ -389,6 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     for cls in (DataConfig, ModelConfig, BenchConfig):
         add_config_args(p, cls)
     add_config_args(p, AblateConfig, prefix="grid-", title="grid axes (comma-separated values)")
+    add_seed_args(p)
     p.set_defaults(func=cmd_ablate)
 
     from .pruning import CONTROLS

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from .attacks import Attack, attack_from_spec
 from .config import ConfigError
 from .device import autocast, synchronize
+from .stats import pack_flags
 
 DEFAULT_ATTACKS = ("pgd20", "pgd100", "cw", "autoattack")
 
@@ -195,6 +196,7 @@ def evaluate_robustness(model: nn.Module, x: torch.Tensor, y: torch.Tensor, atta
     robust = correct.clone()
     clean = float(correct.float().mean())
     results = []
+    per_image = {"clean": pack_flags(correct)}  # kept so a single run can be bootstrapped over images
     for spec in attacks:
         pool = correct if independent else robust
         if spec in limits:
@@ -206,6 +208,7 @@ def evaluate_robustness(model: nn.Module, x: torch.Tensor, y: torch.Tensor, atta
             flags[idx] = _attack_flags(spec, model, x[idx], y[idx], eps, batch_size, seed, precision)
         synchronize(x.device)
         robust &= flags
+        per_image[spec] = pack_flags(robust)  # cumulative, as robust_after
         k = min(limits.get(spec, n), n)  # a limited attack's own accuracy is over the images it covered
         r = {"name": spec, "robust_after": float(robust.float().mean()),
              "accuracy": float(flags[:k].float().mean()) if (independent or not results) else None,
@@ -219,7 +222,7 @@ def evaluate_robustness(model: nn.Module, x: torch.Tensor, y: torch.Tensor, atta
     for w in warns:
         warnings.warn(w, RuntimeWarning, stacklevel=2)
     out = {"n": n, "eps": eps, "clean": clean, "attacks": results, "worst_case": float(robust.float().mean()),
-           "independent": independent, "warnings": warns}
+           "independent": independent, "warnings": warns, "flags": per_image}
     for spec, k in limits.items():
         results[attacks.index(spec)]["n"] = min(k, n)
         out[f"worst_case_first_{min(k, n)}"] = float(robust[:k].float().mean())
