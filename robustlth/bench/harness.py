@@ -42,7 +42,7 @@ def search_ticket(b: BenchConfig, data_cfg: DataConfig, model_cfg: ModelConfig, 
                                          weight_decay=b.weight_decay, eval_n=b.eval_n, eval_steps=0,
                                          precision=b.precision, channels_last=b.channels_last,
                                          cuda_graphs=b.cuda_graphs, seed=b.seed),
-                      attack=AttackConfig(attack=b.search_attack, eps=b.eps),
+                      attack=AttackConfig(attack=b.search_attack, eps=b.eps, attack_steps=b.attack_steps),
                       prune=PruneConfig(strategy=b.strategy, ratio=b.ratio))
     return find_ticket(spec, device, root, data=data, log=log)[0]
 
