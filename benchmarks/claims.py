@@ -480,7 +480,8 @@ def main(argv=None) -> int:
         p.error(f"--data {args.data}: no such data file")
     t0 = time.perf_counter()
     jobs = plan(scale, seeds, args.aa_seeds)
-    cache = args.cache / f"{args.scale}_{config_hash('claims', {'data': data_cfg})}"
+    # The data file's content is part of the key: a replaced file never reuses old trainings.
+    cache = args.cache / f"{args.scale}_{config_hash('claims', {'data': DataConfig.from_dict(data_cfg)})}"
     execute(jobs, data_cfg, cache, args.workers, args.threads)
     runs = load(jobs, cache)
     rows = claims(runs, scale, args.aa_seeds)

@@ -70,11 +70,15 @@ def test_seed_flags_are_checked_first(tmp_path, capsys):
     assert not list(tmp_path.iterdir())  # nothing written
 
 
+# The smoke preset, smaller still: two seeds of it must take seconds.
+SMALL_BENCH = ["--preset", "smoke", "--n-train", "200", "--dense-epochs", "1", "--device", "cpu", "--no-progress",
+               "--threads", "1"]
+
+
 @pytest.fixture(scope="module")
 def bench_seeds(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench_seeds")
-    assert main(["bench", "--preset", "smoke", "--replicates", "2", "--out", str(out), "--device", "cpu",
-                 "--no-progress", "--threads", "1"]) == 0
+    assert main(["bench", *SMALL_BENCH, "--replicates", "2", "--out", str(out)]) == 0
     (agg,) = out.glob("benchseeds_*")
     return out, agg
 
@@ -112,8 +116,7 @@ def test_bench_seed_runs_are_cached_and_single_seed_bootstraps(bench_seeds, caps
     arm_files = sorted(out.glob("bench_*/*/arm.json"))
     before = [p.stat().st_mtime_ns for p in arm_files]
     # Seed 1 alone reuses the run the replicates made; its single-seed aggregate bootstraps over images.
-    assert main(["bench", "--preset", "smoke", "--seeds", "1", "--out", str(out), "--device", "cpu",
-                 "--no-progress"]) == 0
+    assert main(["bench", *SMALL_BENCH, "--seeds", "1", "--out", str(out)]) == 0
     assert len(list(out.glob("bench_*"))) == 2
     assert [p.stat().st_mtime_ns for p in arm_files] == before  # nothing retrained
     aggs = [json.loads((d / "aggregate.json").read_text()) for d in out.glob("benchseeds_*")]
@@ -126,7 +129,8 @@ def test_bench_seed_runs_are_cached_and_single_seed_bootstraps(bench_seeds, caps
 
 def test_ablate_two_seeds_summary(tmp_path):
     args = ["ablate", "--preset", "smoke", "--device", "cpu", "--no-progress", "--threads", "1", "--out",
-            str(tmp_path), "--grid-search-lr", "0.01", "--grid-ratio", "0.5,0.8", "--grid-width", "0.25",
+            str(tmp_path), "--n-train", "150", "--grid-search-lr", "0.01", "--grid-ratio", "0.5,0.8",
+            "--grid-width", "0.25",
             "--seeds", "0,1"]
     assert main(args) == 0
     (grid,) = tmp_path.glob("ablate_*")
