@@ -6,7 +6,9 @@ from typing import Optional, Tuple
 
 from ..config import ATTACK_MODES, PRECISIONS, STRATEGIES, Config, ConfigError, _check, _choice
 
-ARMS = ("dense", "ticket", "reinit", "random_prune", "winning", "fast_at")
+ARMS = ("dense", "ticket", "reinit", "random_prune", "winning", "fast_at",
+        # beyond the paper: the ticket with fast single-step AT, and structured (shrunk) tickets
+        "ticket_fast", "structured", "structured_fast")
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,14 @@ class BenchConfig(Config):
     eps: float = 8 / 255
     fast_at_attack: str = field(default="nfgsm", metadata={"help": "fast_at arm: fgsm_rs or nfgsm"})
     fast_at_epochs: Optional[int] = field(default=None, metadata={"help": "none: the ticket's epochs"})
+    structured_keep: float = field(default=0.44, metadata={
+        "help": "structured arms: fraction of each channel group kept (0.44: 80 % of cnn6's FLOPs removed)"})
+    structured_criterion: str = field(default="bn", metadata={"help": "structured arms: channel score, bn "
+                                                                      "(|gamma|), l1 or l2 (filter norm)"})
+    structured_scope: str = field(default="layerwise", metadata={"help": "structured arms: keep the fraction per "
+                                                                         "layer, or global (with a floor)"})
+    structured_floor: float = field(default=0.1, metadata={"help": "structured arms, global scope: fraction of "
+                                                                   "channels every group keeps at least"})
     eval_n: int = field(default=512, metadata={"help": "images of the per-epoch PGD-20 evaluation set"})
     final_attacks: Tuple[str, ...] = field(default=("pgd20", "pgd100", "cw", "autoattack"),
                                            metadata={"help": "final test-set attacks (empty: no final evaluation)"})
@@ -63,6 +73,9 @@ class BenchConfig(Config):
         _check(self.lr > 0 and (self.search_lr is None or self.search_lr > 0), "lr", self.lr, "positive LRs")
         _choice("precision", self.precision, PRECISIONS)
         _choice("strategy", self.strategy, STRATEGIES)
+        from ..pruning.structured import check_structured
+        check_structured(self.structured_keep, self.structured_criterion, self.structured_scope,
+                         self.structured_floor)
         _check(self.winning_lr > 0, "winning_lr", self.winning_lr, "a positive LR")
         _check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "a number >= 0")
         _check(0 <= self.target_tolerance < 1, "target_tolerance", self.target_tolerance,

@@ -3,6 +3,7 @@ device, one arm after another in one process. Every arm and the ticket search ar
 interrupted benchmark resumes at the arm and epoch where it stopped."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -12,12 +13,16 @@ from ..config import AttackConfig, DataConfig, ModelConfig, PruneConfig, TrainCo
 from ..data import Dataset, as_float, load_dataset
 from ..evaluate import evaluate_robustness
 from ..models import build_model
+from ..models.shrink import count_macs
 from ..pruning import SearchSpec, default_search_lr, find_ticket, make_control, retrain_schedule, ticket_model
 from ..runs import RunDir, environment
 from ..training import seed_everything, train
 from .config import BenchConfig
+from .metrics import final_metrics
 
 Log = Optional[Callable[[str], None]]
+STRUCTURED_ARMS = ("structured", "structured_fast")  # shrunk dense models: every step is cheaper
+FAST_TICKET_ARMS = ("ticket_fast", "structured_fast")  # tickets retrained with single-step AT
 
 
 def bench_hash(bench: BenchConfig, data: DataConfig, model: ModelConfig) -> str:
@@ -35,39 +40,64 @@ def _eval_steps(b: BenchConfig) -> int:
     return 20 if b.train_attack != "none" else 0
 
 
-def search_ticket(b: BenchConfig, data_cfg: DataConfig, model_cfg: ModelConfig, lr: float, data: Dataset,
-            device: torch.device, root: Path, log: Log):
-    spec = SearchSpec(data=data_cfg, model=model_cfg,
+def _search_spec(b: BenchConfig, data_cfg: DataConfig, model_cfg: ModelConfig, lr: float) -> SearchSpec:
+    return SearchSpec(data=data_cfg, model=model_cfg,
                       search=TrainConfig(epochs=b.search_epochs, lr=lr, batch_size=b.batch_size,
                                          weight_decay=b.weight_decay, eval_n=b.eval_n, eval_steps=0,
                                          precision=b.precision, channels_last=b.channels_last,
                                          cuda_graphs=b.cuda_graphs, seed=b.seed),
                       attack=AttackConfig(attack=b.search_attack, eps=b.eps, attack_steps=b.attack_steps),
                       prune=PruneConfig(strategy=b.strategy, ratio=b.ratio))
-    return find_ticket(spec, device, root, data=data, log=log)[0]
+
+
+def search_ticket(b: BenchConfig, data_cfg: DataConfig, model_cfg: ModelConfig, lr: float, data: Dataset,
+            device: torch.device, root: Path, log: Log):
+    return find_ticket(_search_spec(b, data_cfg, model_cfg, lr), device, root, data=data, log=log)[0]
+
+
+def _structured_setup(b: BenchConfig, data_cfg, model_cfg, lr: float, ticket, search_root: Path):
+    """(shrunk model at θ0, its selection time): channels ranked on the searched network the unstructured
+    ticket came from (the same search, so its cost is counted once per arm like the ticket's)."""
+    from ..pruning.structured import shrunk_model, structured_ticket
+    from ..safety import safe_torch_load
+    spec = _search_spec(b, data_cfg, model_cfg, lr)
+    searched = build_model(model_cfg.model, model_cfg.width)
+    ckpt = search_root / f"search_{spec.training_hash()}" / "checkpoint.pt"
+    searched.load_state_dict(safe_torch_load(ckpt, "search checkpoint")["model"])
+    t0 = time.perf_counter()
+    st = structured_ticket(searched, ticket.state_dict, ticket.meta, b.structured_keep, b.structured_criterion,
+                           b.structured_scope, b.structured_floor)
+    model = shrunk_model(st)
+    return model, time.perf_counter() - t0
 
 
 def _arm_setup(arm: str, b: BenchConfig, data_cfg, model_cfg, data, device, search_root: Path, log: Log):
     """(model, mask, search_time, train config, attack config) for one arm."""
     arm_attack = AttackConfig(attack=b.train_attack, eps=b.eps, attack_steps=b.attack_steps)
+    fast = AttackConfig(attack=b.fast_at_attack, eps=b.eps)  # single-step; the trainer's guard is on for it
     search_lr = b.search_lr if b.search_lr is not None else default_search_lr(model_cfg.model)
     if arm in ("dense", "fast_at"):
         seed_everything(b.seed)  # the same θ0 as the ticket search
-        model = build_model(model_cfg.model, model_cfg.width)
+        model = build_model(model_cfg.model, model_cfg.width, data.spec)
         if arm == "dense":
             return model, None, 0.0, _train_cfg(b, b.dense_epochs), arm_attack
-        fast = AttackConfig(attack=b.fast_at_attack, eps=b.eps)
         return model, None, 0.0, _train_cfg(b, b.fast_at_epochs or b.ticket_epochs, schedule="onecycle"), fast
     lr = b.winning_lr if arm == "winning" else search_lr
     ticket = search_ticket(b, data_cfg, model_cfg, lr, data, device, search_root, log)
     search_time = ticket.meta["search_time"]
+    # Ticket arms keep the ticket's retraining recipe (warm-up from the search LR); *_fast change only the attack.
+    epochs = (b.fast_at_epochs or b.ticket_epochs) if arm in FAST_TICKET_ARMS else b.ticket_epochs
+    cfg = retrain_schedule(_train_cfg(b, epochs), ticket.meta)
+    attack = fast if arm in FAST_TICKET_ARMS else arm_attack
+    if arm in STRUCTURED_ARMS:
+        model, select_time = _structured_setup(b, data_cfg, model_cfg, lr, ticket, Path(search_root))
+        return model, None, search_time + select_time, cfg, attack
     if arm == "reinit":
         ticket = make_control(ticket, "reinit", seed=b.seed + 1)
     elif arm == "random_prune":  # global random pruning at the same sparsity needs no search
         ticket, search_time = make_control(ticket, "random_global", seed=b.seed + 1), 0.0
     model = ticket_model(ticket)
-    cfg = retrain_schedule(_train_cfg(b, b.ticket_epochs), ticket.meta)
-    return model, ticket.full_mask(model), search_time, cfg, arm_attack
+    return model, ticket.full_mask(model), search_time, cfg, attack
 
 
 def run_arm(arm: str, b: BenchConfig, data_cfg, model_cfg, data: Dataset, device, root: Path, search_root: Path,
@@ -98,6 +128,7 @@ def _run_arm(arm_run: RunDir, arm: str, b: BenchConfig, data_cfg, model_cfg, dat
     out = {"arm": arm, "search_time": search_time, "train_time": result.train_time,
            "total_time": search_time + result.train_time, "eval_time": result.eval_time, "epochs": cfg.epochs,
            "stopped": result.stopped, "eval_split": result.eval_split, "sparsity": _sparsity(mask, model),
+           "architecture": getattr(model, "architecture", None), "macs": count_macs(model),
            "settings": result.settings,
            "train_config": cfg.to_dict(), "curve": curve, "final": final}
     arm_run.write_json("arm.json", out)
@@ -117,18 +148,6 @@ def time_to_target(curve: list[dict], target: float, key: str = "pgd20") -> Opti
         if point[key] is not None and point[key] >= target:
             return point["wall_clock"]
     return None
-
-
-def final_metrics(final: Optional[dict]) -> dict:
-    """Flat final test-set metrics: clean, each attack's cumulative robust accuracy, worst case (none: {})."""
-    if not final:
-        return {}
-    out = {"clean": final["clean"]}
-    for a in final["attacks"]:
-        out[a["name"]] = a["robust_after"]
-    out["worst_case"] = final["worst_case"]
-    out.update({k: v for k, v in final.items() if k.startswith("worst_case_first_")})
-    return out
 
 
 def headline(arms: dict, b: BenchConfig) -> dict:
@@ -157,6 +176,9 @@ def run_bench(b: BenchConfig, data_cfg: DataConfig, model_cfg: ModelConfig, devi
               log: Log = None) -> tuple[dict, RunDir]:
     config = {"preset": preset, "bench": b.to_dict(), "data": data_cfg.to_dict(), "model": model_cfg.to_dict()}
     data = load_dataset(data_cfg)  # bad data fails before anything is written
+    if set(b.arms) & set(STRUCTURED_ARMS):  # so does a model that cannot be shrunk
+        from ..models.shrink import channel_groups
+        channel_groups(build_model(model_cfg.model, model_cfg.width))
     run = RunDir.create(root, "bench", bench_hash(b, data_cfg, model_cfg), config, device, b.seed)
     if log:
         log(f"benchmark directory: {run.path}")

@@ -11,7 +11,7 @@ import pandas as pd
 from ..errors import UsageError
 from ..runs import atomic_write_text
 from ..safety import read_json
-from .harness import final_metrics
+from .metrics import final_metrics
 
 
 def arms_table(results: dict, run_name: str = "") -> pd.DataFrame:
@@ -73,7 +73,7 @@ def plot(results: dict, out_dir: Path) -> list[str]:
     return files
 
 
-def render_markdown(results: dict, plots: Iterable[str]) -> str:
+def render_markdown(results: dict, plots: Iterable[str], extra: Iterable[str] = ()) -> str:
     h, cfg, env = results["headline"], results["config"], results["environment"]
     b = cfg["bench"]
     ttt = h["time_to_target"]
@@ -112,7 +112,7 @@ def render_markdown(results: dict, plots: Iterable[str]) -> str:
     if warns:
         lines += ["## Evaluation warnings", ""] + [f"- {k}: {w}" for k, ws in warns.items() for w in ws] + [""]
     lines += [f"![{p}]({p})" for p in plots]
-    lines += ["", "## Environment", "", "```", json.dumps(env, indent=1), "```", ""]
+    lines += ["", *extra, "## Environment", "", "```", json.dumps(env, indent=1), "```", ""]
     return "\n".join(lines)
 
 
@@ -120,7 +120,9 @@ def write_report(results: dict, out_dir: Path) -> None:
     out_dir = Path(out_dir)
     atomic_write_text(out_dir / "results.csv", arms_table(results).to_csv(index=False))
     files = plot(results, out_dir)
-    atomic_write_text(out_dir / "report.md", render_markdown(results, files))
+    from .frontier import frontier_section
+    frontier = frontier_section([results], out_dir, markdown_table)
+    atomic_write_text(out_dir / "report.md", render_markdown(results, files, frontier))
 
 
 def load_results(run_dir: Path) -> dict:

@@ -43,7 +43,21 @@ def set_rng_state(state: dict) -> None:
 def save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, **state) -> None:
     """Weights, optimiser, RNG states and the loop state (`STATE_KEYS`), written atomically."""
     atomic_torch_save(path, {"format": FORMAT, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                             "rng": rng_state(), **state})
+                             "rng": rng_state(), "architecture": getattr(model, "architecture", None), **state})
+
+
+def checkpoint_architecture(ckpt: dict, path: Path) -> dict | None:
+    """The checkpoint's {model, width, channels} (channels: a shrunk structured ticket's counts), checked to be
+    plain data; None for checkpoints that do not record it."""
+    arch = ckpt.get("architecture") if isinstance(ckpt, dict) else None
+    if arch is None:
+        return None
+    channels = arch.get("channels") if isinstance(arch, dict) else None
+    if not (isinstance(arch, dict) and isinstance(arch.get("model"), str)
+            and isinstance(arch.get("width"), (int, float)) and not isinstance(arch.get("width"), bool)
+            and (channels is None or (isinstance(channels, list) and all(type(c) is int for c in channels)))):
+        raise FileFormatError(f"{path}: its architecture record is not {{model, width, channels}}")
+    return arch
 
 
 def load_state_file(path: Path, what: str) -> dict:
@@ -70,4 +84,4 @@ def load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer) ->
     except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise FileFormatError(f"{path} does not fit this run ({str(e).strip().splitlines()[0]}); {start_over}") \
             from None
-    return {k: ckpt[k] for k in STATE_KEYS}
+    return {**{k: ckpt[k] for k in STATE_KEYS}, "hooks": ckpt.get("hooks") or {}}
