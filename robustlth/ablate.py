@@ -49,8 +49,10 @@ class AblateConfig(Config):
             _choice("search_attack", mode, ATTACK_MODES)
 
 
-def expand(axes: AblateConfig, bench: BenchConfig, model: ModelConfig) -> list[dict]:
-    """The grid's cells: each a dict of axis values plus the resolved bench and model configs."""
+def expand(axes: AblateConfig, bench: BenchConfig, model: ModelConfig,
+           seeds: Optional[list[int]] = None) -> list[dict]:
+    """The grid's cells: each a dict of axis values plus the resolved bench and model configs; with replicate
+    `seeds`, every cell once per seed (its axes then carry the seed)."""
     values = {a: list(getattr(axes, a)) for a in AXES}
     defaults = {"search_lr": bench.search_lr if bench.search_lr is not None else default_search_lr(model.model),
                 "ratio": bench.ratio, "width": model.width, "search_attack": bench.search_attack,
@@ -64,7 +66,15 @@ def expand(axes: AblateConfig, bench: BenchConfig, model: ModelConfig) -> list[d
         m = model.replace(width=point["width"])
         cell_id = config_hash("cell", {"bench": b, "model": m})
         cells.append({"id": cell_id, "axes": point, "bench": b.to_dict(), "model": m.to_dict()})
-    return cells
+    if seeds is None:
+        return cells
+    out = []
+    for seed in seeds:
+        for c in cells:
+            b = BenchConfig.from_dict(c["bench"]).replace(seed=seed)
+            cell_id = config_hash("cell", {"bench": b, "model": ModelConfig.from_dict(c["model"])})
+            out.append({**c, "id": cell_id, "axes": {**c["axes"], "seed": seed}, "bench": b.to_dict()})
+    return out
 
 
 def _arms(controls: bool) -> list[str]:
@@ -143,7 +153,8 @@ def rows(result: dict) -> list[dict]:
                 for p in a["curve"]]
         conv = convergence(hist)
         out.append({**base, "arm": arm, "sparsity": round(a["sparsity"], 4), "search_s": round(a["search_time"], 2),
-                    "train_s": round(a["train_time"], 2), "epochs": a["epochs"], **conv, "error": None})
+                    "train_s": round(a["train_time"], 2), "epochs": a["epochs"],
+                    "eval_n": a["train_config"]["eval_n"], **conv, "error": None})
     return out
 
 
@@ -251,11 +262,15 @@ class Launcher:
 
 def run_grid(axes: AblateConfig, bench: BenchConfig, data_cfg: DataConfig, model_cfg: ModelConfig,
              root: str | Path, launcher: Launcher, device_name: str = "auto", preset: Optional[str] = None,
-             log: Optional[Callable[[str], None]] = None) -> tuple[pd.DataFrame, Path]:
+             log: Optional[Callable[[str], None]] = None, seeds: Optional[list[int]] = None
+             ) -> tuple[pd.DataFrame, Path]:
     config = {"preset": preset, "axes": axes.to_dict(), "bench": bench.to_dict(), "data": data_cfg.to_dict(),
               "model": model_cfg.to_dict()}
-    grid_hash = config_hash("ablate", {"axes": axes, "bench": bench, "data": data_cfg, "model": model_cfg})
-    cells = expand(axes, bench, model_cfg)  # every cell's config is validated before anything is written
+    sections = {"axes": axes, "bench": bench, "data": data_cfg, "model": model_cfg}
+    if seeds is not None:  # replicates: a grid of its own; a single run keeps its old directory
+        config["seeds"] = sections["seeds"] = list(seeds)
+    grid_hash = config_hash("ablate", sections)
+    cells = expand(axes, bench, model_cfg, seeds)  # every cell's config is validated before anything is written
     from .data import load_dataset
     load_dataset(data_cfg)  # so is the data
     run = RunDir.create(root, "ablate", grid_hash, config, None, bench.seed)
@@ -343,6 +358,9 @@ def write_outputs(df: pd.DataFrame, grid_dir: Path, axes: AblateConfig, write_cs
                 lines += [f"## {metric}", "", markdown_table(table), ""]
         for f in _plots(ok, grid_dir, axes, cfg["bench"]):
             lines.append(f"![{f}]({f})")
+        if "seed" in ok and ok["seed"].nunique() > 1:  # replicates: the spread over seeds
+            from .replicates import grid_summary
+            lines += [""] + grid_summary(ok, grid_dir, varying)
     atomic_write_text(grid_dir / "tables.md", "\n".join(lines) + "\n")
 
 

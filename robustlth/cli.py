@@ -13,6 +13,7 @@ from .config import (AttackConfig, DataConfig, ModelConfig, PruneConfig, TrainCo
                      check_sections, config_from_args, load_yaml, parse_number)
 from .device import check_device_settings, resolve_device
 from .errors import RobustLTHError, UsageError
+from .replicates import add_seed_args, resolve_seeds
 from .safety import check_output_dir, check_output_file
 from .shared_data import check_preset_data
 
@@ -244,6 +245,14 @@ def cmd_bench(args) -> int:
     model_cfg = _model_config(args, merged["model"])
     check_preset_data("bench", args.preset, preset.get("data", {}).get("data"), data_cfg)
     check_device_settings(device, bench.precision, bench.cuda_graphs)
+    seeds = resolve_seeds(args, bench.seed)
+    if seeds is not None:  # replicates: one cached bench run per seed, then their spread
+        from .bench.aggregate import run_bench_seeds
+        agg, agg_dir = run_bench_seeds(bench, data_cfg, model_cfg, device, args.out, seeds, preset=args.preset,
+                                       progress=args.progress, log=_say)
+        _say(f"report: {agg_dir / 'report.md'}")
+        print(json.dumps({"aggregate_dir": str(agg_dir), "seeds": seeds, "runs": agg["runs"]}))
+        return 0
     results, run = run_bench(bench, data_cfg, model_cfg, device, args.out, preset=args.preset,
                              progress=args.progress, log=_say, allow_small_data=args.allow_small_data)
     h = results["headline"]
@@ -294,9 +303,11 @@ def cmd_ablate(args) -> int:
     model_cfg = _model_config(args, merged["model"])
     check_preset_data("ablate", args.preset, preset.get("data", {}).get("data"), data_cfg)
     check_device_settings(_setup(args), bench.precision, bench.cuda_graphs)  # even when jobs run elsewhere
+    seeds = resolve_seeds(args, bench.seed)
     launcher = Launcher(args.launcher, cluster=args.cluster, timeout_min=args.timeout_min,
                         gpus_per_job=args.gpus_per_job, cpus_per_job=args.cpus_per_job, partition=args.partition)
-    df, grid_dir = run_grid(axes, bench, data_cfg, model_cfg, args.out, launcher, args.device, args.preset, _say)
+    df, grid_dir = run_grid(axes, bench, data_cfg, model_cfg, args.out, launcher, args.device, args.preset, _say,
+                            seeds=seeds)
     failed = int((df["status"] != "ok").sum())
     _say(f"tables: {grid_dir / 'tables.md'}; {len(df)} rows, {failed} failed")
     print(json.dumps({"grid_dir": str(grid_dir), "rows": len(df), "failed": failed}))
@@ -394,6 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run a full-scale preset (gpu, paper) on fewer training images than it is meant for")
     for cls in (DataConfig, ModelConfig, BenchConfig):
         add_config_args(p, cls)
+    add_seed_args(p)
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("report", help="re-render a benchmark report (or an ablation grid's tables and figures), or "
@@ -419,6 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
     for cls in (DataConfig, ModelConfig, BenchConfig):
         add_config_args(p, cls)
     add_config_args(p, AblateConfig, prefix="grid-", title="grid axes (comma-separated values)")
+    add_seed_args(p)
     p.set_defaults(func=cmd_ablate)
 
     from .pruning import CONTROLS

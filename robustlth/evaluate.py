@@ -21,6 +21,7 @@ from .attacks import Attack, attack_from_spec
 from .config import ConfigError
 from .device import autocast, synchronize
 from .progress import Progress
+from .stats import pack_flags
 
 DEFAULT_ATTACKS = ("pgd20", "pgd100", "cw", "autoattack")
 
@@ -201,6 +202,7 @@ def evaluate_robustness(model: nn.Module, x: torch.Tensor, y: torch.Tensor, atta
     robust = correct.clone()
     clean = float(correct.float().mean())
     results = []
+    per_image = {"clean": pack_flags(correct)}  # kept so a single run can be bootstrapped over images
     for spec in attacks:
         pool = correct if independent else robust
         if spec in limits:
@@ -215,6 +217,7 @@ def evaluate_robustness(model: nn.Module, x: torch.Tensor, y: torch.Tensor, atta
             flags[idx] = _attack_flags(spec, model, x[idx], y[idx], eps, batch_size, seed, precision, progress)
         synchronize(x.device)
         robust &= flags
+        per_image[spec] = pack_flags(robust)  # cumulative, as robust_after
         r = {"name": spec, "robust_after": float(robust.float().mean()),
              "accuracy": float(flags[:k].float().mean()) if (independent or not results) else None,
              "time_s": round(time.perf_counter() - t0, 3), "n": k}
@@ -228,10 +231,11 @@ def evaluate_robustness(model: nn.Module, x: torch.Tensor, y: torch.Tensor, atta
     for w in warns:
         warnings.warn(w, RuntimeWarning, stacklevel=2)
     out = {"n": n, "eps": eps, "worst_case": float(robust.float().mean()), "clean": clean, "attacks": results,
-           "independent": independent, "warnings": warns,
+           "independent": independent, "warnings": warns, "flags": per_image,
            "note": "worst_case: per-sample worst case over all attacks; attacks[].robust_after: cumulative (robust "
                    "to that attack and every one before it); attacks[].accuracy: that attack's own accuracy on its "
-                   "n images (independent runs only, or the first attack)"}
+                   "n images (independent runs only, or the first attack); flags: packed per-image verdicts (clean, then "
+                   "cumulative after each attack), for bootstrap intervals"}
     for spec, k in limits.items():
         if spec in attacks:
             out[f"worst_case_first_{min(k, n)}"] = float(robust[:k].float().mean())

@@ -33,8 +33,13 @@ def bench_hash(bench: BenchConfig, data: DataConfig, model: ModelConfig) -> str:
 
 def _train_cfg(b: BenchConfig, epochs: int, **changes) -> TrainConfig:
     return TrainConfig(epochs=epochs, batch_size=b.batch_size, lr=b.lr, weight_decay=b.weight_decay,
-                       eval_n=b.eval_n, eval_steps=20, precision=b.precision, channels_last=b.channels_last,
-                       cuda_graphs=b.cuda_graphs, seed=b.seed).replace(**changes)
+                       eval_n=b.eval_n, eval_steps=_eval_steps(b), precision=b.precision,
+                       channels_last=b.channels_last, cuda_graphs=b.cuda_graphs, seed=b.seed).replace(**changes)
+
+
+def _eval_steps(b: BenchConfig) -> int:
+    """Per-epoch PGD-20 for adversarial retraining; natural retraining is judged by clean accuracy only."""
+    return 20 if b.train_attack != "none" else 0
 
 
 def _search_spec(b: BenchConfig, data_cfg: DataConfig, model_cfg: ModelConfig, lr: float) -> SearchSpec:
@@ -43,7 +48,7 @@ def _search_spec(b: BenchConfig, data_cfg: DataConfig, model_cfg: ModelConfig, l
                                          weight_decay=b.weight_decay, eval_n=b.eval_n, eval_steps=0,
                                          precision=b.precision, channels_last=b.channels_last,
                                          cuda_graphs=b.cuda_graphs, seed=b.seed),
-                      attack=AttackConfig(attack=b.search_attack, eps=b.eps),
+                      attack=AttackConfig(attack=b.search_attack, eps=b.eps, attack_steps=b.attack_steps),
                       prune=PruneConfig(strategy=b.strategy, ratio=b.ratio))
 
 
@@ -146,17 +151,18 @@ def _sparsity(mask, model) -> float:
     return 1 - remaining / total
 
 
-def time_to_target(curve: list[dict], target: float) -> Optional[float]:
+def time_to_target(curve: list[dict], target: float, key: str = "pgd20") -> Optional[float]:
     for point in curve:
-        if point["pgd20"] is not None and point["pgd20"] >= target:
+        if point[key] is not None and point[key] >= target:
             return point["wall_clock"]
     return None
 
 
 def headline(arms: dict, b: BenchConfig) -> dict:
     dense, ticket = arms["dense"], arms["ticket"]
-    target = dense["curve"][-1]["pgd20"] - b.target_tolerance
-    ttt = {name: time_to_target(a["curve"], target) for name, a in arms.items()}
+    key = "pgd20" if dense["curve"][-1]["pgd20"] is not None else "clean"  # natural retraining: clean
+    target = dense["curve"][-1][key] - b.target_tolerance
+    ttt = {name: time_to_target(a["curve"], target, key) for name, a in arms.items()}
     h = {"total_time_ratio": ticket["total_time"] / dense["total_time"],
          "target_pgd20": target, "target_split": dense["eval_split"],
          "time_to_target": ttt,
@@ -169,7 +175,7 @@ def headline(arms: dict, b: BenchConfig) -> dict:
         h.update({"final_clean_diff": t["clean"] - d["clean"], f"final_{first}_diff": t[first] - d[first],
                   "final_worst_case_diff": t["worst_case"] - d["worst_case"]})
     if dense["eval_split"] == "val":  # best epochs chosen on validation data, never on the test set
-        h["best_epoch_val"] = {name: max(a["curve"], key=lambda r: r["pgd20"] or 0)["epoch"] for name, a in arms.items()}
+        h["best_epoch_val"] = {name: max(a["curve"], key=lambda r: r[key] or 0)["epoch"] for name, a in arms.items()}
     return h
 
 
