@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from robustlth.bench.frontier import budget_advice, frontier_rows, mark_pareto
-from robustlth.cli import _load_run_model, main
-from robustlth.config import DataConfig
+from robustlth.cli import main
 from robustlth.data import as_float, load_dataset
 from robustlth.evaluate import predict
 from robustlth.models.shrink import channel_counts
+from robustlth.saved_model import open_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -50,10 +50,11 @@ def test_new_arms_run_and_record_cost(bench):
 
 def test_shrunk_checkpoint_round_trips_through_load_and_eval(bench, capsys):
     arm = json.loads((bench / "structured" / "arm.json").read_text())
-    model, sec, _ = _load_run_model(bench / "structured", torch.device("cpu"))
+    saved = open_checkpoint(bench / "structured", torch.device("cpu"))
+    model = saved.model
     assert channel_counts(model) == arm["architecture"]["channels"]
     # The loaded model reproduces the bench's own final clean accuracy on the same test images.
-    data = load_dataset(DataConfig.from_dict(sec["data"]))
+    data = load_dataset(saved.data)
     x, y = as_float(data.test, torch.device("cpu"), 50)
     flags, _ = predict(model, x, y)
     assert float(flags.float().mean()) == pytest.approx(arm["final"]["clean"])
