@@ -19,6 +19,15 @@ from ..device import autocast
 WARMUP_STEPS = 3  # eager steps before capture (cuDNN autotuning, lazy allocations); their effects are undone
 
 
+def _with_extra_loss(loss: torch.Tensor, hooks, model: nn.Module) -> torch.Tensor:
+    """The loss plus the step hooks' extra terms (what backward sees; the reported loss stays the task loss)."""
+    for hook in hooks:
+        extra = hook.extra_loss(model)
+        if extra is not None:
+            loss = loss + extra
+    return loss
+
+
 def _loss_and_logits(model: nn.Module, attack, x: torch.Tensor, y: torch.Tensor, device, precision: str):
     with autocast(device, precision):
         if attack is not None:
@@ -32,9 +41,9 @@ class EagerStep:
     """The step as ordinary PyTorch calls; the CPU path and the fallback on CUDA."""
 
     def __init__(self, model: nn.Module, opt: torch.optim.Optimizer, attack, enforcer, device: torch.device,
-                 precision: str = "fp32", scaler=None):
+                 precision: str = "fp32", scaler=None, hooks=()):
         self.model, self.opt, self.attack, self.enforcer = model, opt, attack, enforcer
-        self.device, self.precision, self.scaler = device, precision, scaler
+        self.device, self.precision, self.scaler, self.hooks = device, precision, scaler, tuple(hooks)
 
     def set_lr(self, lr: float) -> None:
         for group in self.opt.param_groups:
@@ -42,19 +51,24 @@ class EagerStep:
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor):
         loss, out = _loss_and_logits(self.model, self.attack, x, y, self.device, self.precision)
+        total = _with_extra_loss(loss, self.hooks, self.model)
         self.opt.zero_grad(set_to_none=True)
         if self.scaler is not None:
-            self.scaler.scale(loss).backward()
+            self.scaler.scale(total).backward()
             self.scaler.unscale_(self.opt)
         else:
-            loss.backward()
+            total.backward()
         self.enforcer.apply_to_grads()
+        for hook in self.hooks:
+            hook.after_backward(self.model)
         if self.scaler is not None:
             self.scaler.step(self.opt)
             self.scaler.update()
         else:
             self.opt.step()
         self.enforcer.apply_to_weights()
+        for hook in self.hooks:
+            hook.after_update(self.model)
         return loss.detach(), out.detach()
 
 
@@ -67,7 +81,8 @@ class StaticStep:
     """
 
     def __init__(self, model: nn.Module, opt: torch.optim.SGD, attack, enforcer, device: torch.device,
-                 precision: str = "fp32"):
+                 precision: str = "fp32", hooks=()):
+        self.hooks = tuple(hooks)
         if not isinstance(opt, torch.optim.SGD) or len(opt.param_groups) != 1:
             raise ValueError("a static step supports one torch.optim.SGD parameter group")
         group = opt.param_groups[0]
@@ -117,7 +132,7 @@ class StaticStep:
     def run(self):
         """One step on the static buffers."""
         loss, out = _loss_and_logits(self.model, self._attack, self.x, self.y, self.device, self.precision)
-        grads = list(torch.autograd.grad(loss, self.params))
+        grads = list(torch.autograd.grad(_with_extra_loss(loss, self.hooks, self.model), self.params))
         group = self.opt.param_groups[0]
         with torch.no_grad():  # torch.optim.SGD's update, with the LR read from a device tensor
             if self.masked:
@@ -130,6 +145,8 @@ class StaticStep:
                 grads = self.buffers
             torch._foreach_sub_(self.params, torch._foreach_mul(grads, self.lr))
         self.enforcer.apply_to_weights()
+        for hook in self.hooks:
+            hook.after_update(self.model)
         return loss.detach(), out.detach()
 
     def _attack(self, model, x, y):
@@ -148,12 +165,12 @@ class CudaGraphStep(StaticStep):
     """
 
     def __init__(self, model: nn.Module, opt: torch.optim.SGD, attack, enforcer, device: torch.device,
-                 precision: str = "fp32"):
+                 precision: str = "fp32", hooks=()):
         if device.type != "cuda":
             raise ValueError(f"CUDA graphs need a CUDA device, not {device}")
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"CUDA graphs support fp32 and bf16, not {precision}")
-        super().__init__(model, opt, attack, enforcer, device, precision)
+        super().__init__(model, opt, attack, enforcer, device, precision, hooks)
         self.graph: Optional[torch.cuda.CUDAGraph] = None
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor):
@@ -183,8 +200,8 @@ class CudaGraphStep(StaticStep):
 
 
 def make_step(model: nn.Module, opt: torch.optim.Optimizer, attack, enforcer, device: torch.device,
-              precision: str = "fp32", scaler=None, cuda_graphs: bool = False):
+              precision: str = "fp32", scaler=None, cuda_graphs: bool = False, hooks=()):
     """The training step for these settings: captured as a CUDA graph when asked, else eager."""
     if cuda_graphs:
-        return CudaGraphStep(model, opt, attack, enforcer, device, precision)
-    return EagerStep(model, opt, attack, enforcer, device, precision, scaler)
+        return CudaGraphStep(model, opt, attack, enforcer, device, precision, hooks)
+    return EagerStep(model, opt, attack, enforcer, device, precision, scaler, hooks)

@@ -10,7 +10,7 @@ import random
 import sys
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -24,6 +24,7 @@ from ..device import (memory_format, resolve_channels_last, resolve_cuda_graphs,
 from ..errors import RobustLTHError
 from ..evaluate import predict, robust_flags
 from ..runs import RunDir, atomic_torch_save
+from .hooks import StepHook
 from .checkpoint import load_checkpoint, load_state_file, save_checkpoint
 from .schedules import lr_at, scaled_for_batch
 from .steps import make_step
@@ -105,7 +106,8 @@ def _state_copy(model: nn.Module) -> dict:
 
 def train(model: nn.Module, data: Dataset, cfg: TrainConfig, attack_cfg: AttackConfig, device: torch.device,
           run: Optional[RunDir] = None, mask: Optional[Mask] = None, rewind_iteration: Optional[int] = None,
-          augment: bool = True, progress: bool = False, log: Optional[Callable[[str], None]] = None) -> TrainResult:
+          augment: bool = True, progress: bool = False, log: Optional[Callable[[str], None]] = None,
+          step_hooks: Sequence[StepHook] = ()) -> TrainResult:
     """Train `model` in place. Returns the per-epoch history and the wall-clock split.
 
     `rewind_iteration=k` also returns the weights after k optimiser steps (k = 0: the initial weights), for
@@ -126,7 +128,7 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, attack_cfg: AttackC
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     scaler = torch.amp.GradScaler(device.type) if (precision == "fp16" and device.type == "cuda") else None
 
-    step = make_step(step_model, opt, attack, enforcer, device, precision, scaler, cuda_graphs)
+    step = make_step(step_model, opt, attack, enforcer, device, precision, scaler, cuda_graphs, step_hooks)
     loader = TrainLoader(data.train, cfg.batch_size, device, cfg.seed, augment, fmt)
     ipe = len(loader)
     eval_split = "val" if data.val is not None else "test"
@@ -149,6 +151,8 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, attack_cfg: AttackC
         history, start_epoch = ckpt["history"], ckpt["epoch"]
         train_time, eval_time, stopped, guard_best = ckpt["train_time"], ckpt["eval_time"], ckpt["stopped"], \
             ckpt["guard_best"]
+        for hook, state in zip(step_hooks, ckpt["hooks"]):
+            hook.load_state_dict(state)
     else:
         seed_everything(cfg.seed)
     if run is not None:
@@ -191,6 +195,8 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, attack_cfg: AttackC
             loss_sum += loss * y.shape[0]
             correct += (out.argmax(1) == y).sum()
             seen += y.shape[0]
+            for hook in step_hooks:
+                hook.on_iteration(None, it + 1)
             if rewind_iteration is not None and rewind_state is None and it + 1 == rewind_iteration:
                 rewind_state = _state_copy(model)
                 if rewind_path is not None:
@@ -232,7 +238,8 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, attack_cfg: AttackC
         if run is not None:
             run.log(record)
             save_checkpoint(ckpt_path, model, opt, history=history, epoch=epoch + 1, train_time=train_time,
-                            eval_time=eval_time, stopped=stopped, guard_best=guard_best)
+                            eval_time=eval_time, stopped=stopped, guard_best=guard_best,
+                            hooks=[hook.state_dict() for hook in step_hooks])
     if rewind_iteration is not None and rewind_state is None:
         raise TrainingError(f"rewind_iteration={rewind_iteration} is beyond the {cfg.epochs * ipe} iterations "
                             "of this run")
