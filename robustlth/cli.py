@@ -17,7 +17,7 @@ from .safety import check_output_dir, check_output_file, file_digest, safe_torch
 
 # The YAML sections each command reads; any other section in --config is an error.
 SECTIONS = {"train": ("data", "model", "train", "attack"),
-            "find-ticket": ("data", "model", "search", "search_attack", "prune"),
+            "find-ticket": ("data", "model", "search", "search_attack", "prune", "rst"),
             "bench": ("data", "model", "bench"),
             "ablate": ("data", "model", "bench", "axes"),
             "locality": ("data", "model", "train", "locality")}
@@ -200,18 +200,40 @@ def cmd_eval(args) -> int:
 
 
 # ------------------------------------------------------------------------------------------------------
+def _rst_config(args, sec: dict):
+    """The RST settings when --method (or the YAML's rst section) asks for rst or rst-iter, else None."""
+    from dataclasses import fields
+    from .pruning import RSTConfig
+    rst_sec = sec.get("rst", {})
+    method = vars(args).get("method", rst_sec.get("method", "imp"))
+    if method == "imp":
+        given = sorted(f.name for f in fields(RSTConfig) if f.name != "method" and f.name in vars(args)) + \
+            sorted(k for k in rst_sec if k != "method")
+        if given:
+            raise UsageError(f"{', '.join(given)}: only for --method rst or rst-iter")
+        return None
+    if "search_epochs" in vars(args) or "epochs" in sec.get("search", {}):
+        raise UsageError(f"--method {method}: the transformation's length is set by the eta schedule "
+                         "(--iterations, or --eta-step/--eta-every/--hold-iterations), not by search epochs")
+    return config_from_args(RSTConfig, args, {**rst_sec, "method": method})
+
+
 def search_spec_from_args(args, sec: dict):
-    """Search configs: the paper's per-architecture defaults, then YAML, then flags."""
-    from .pruning import SearchSpec, search_defaults
+    """Search configs: the paper's per-architecture defaults (or RST's transformation recipe), then YAML,
+    then flags."""
+    from .pruning import TRANSFORM_DEFAULTS, SearchSpec, search_defaults
     model_cfg = config_from_args(ModelConfig, args, sec.get("model"))
-    defaults = search_defaults(model_cfg.model)
+    rst = _rst_config(args, sec)
+    defaults = search_defaults(model_cfg.model) if rst is None else \
+        {"train": {**TRANSFORM_DEFAULTS, "epochs": 1}, "attack": {"attack": "none"}}
     return SearchSpec(
         data=config_from_args(DataConfig, args, sec.get("data")),
         model=model_cfg,
         search=config_from_args(TrainConfig, args, {**defaults["train"], **sec.get("search", {})}, prefix="search-"),
         attack=config_from_args(AttackConfig, args, {**defaults["attack"], **sec.get("search_attack", {})},
                                 prefix="search-"),
-        prune=config_from_args(PruneConfig, args, sec.get("prune")))
+        prune=config_from_args(PruneConfig, args, sec.get("prune")),
+        rst=rst)
 
 
 def cmd_find_ticket(args) -> int:
@@ -349,7 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int_at_least(1))
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("find-ticket", help="search a (boosting) ticket: train, prune, reset; IMP with --rounds")
+    p = sub.add_parser("find-ticket", help="search a (boosting) ticket: train, prune, reset; IMP with --rounds; "
+                                           "or a dual ticket with --method rst|rst-iter")
     _common(p)
     for cls in (DataConfig, ModelConfig):
         add_config_args(p, cls)
@@ -357,6 +380,12 @@ def build_parser() -> argparse.ArgumentParser:
                                                             "the model: LR 0.01 VGG / 0.05 ResNet-WRN, 20 epochs)")
     add_config_args(p, AttackConfig, prefix="search-", title="search attack (default fgsm)")
     add_config_args(p, PruneConfig)
+    from .pruning import RSTConfig
+    add_config_args(p, RSTConfig, title="dual ticket (--method rst / rst-iter; default imp: the boosting-ticket "
+                                        "or IMP search above); the transformation trains with the search "
+                                        "settings, defaults SPEC 3: LR 1e-3, batch 64, no attack")
+    method = next(a for a in p._actions if a.dest == "method")
+    method.help = "imp (the default: no transformation), rst (one transformation) or rst-iter (cycles)"
     p.set_defaults(func=cmd_find_ticket)
 
     from .bench import PRESETS, BenchConfig

@@ -145,3 +145,34 @@ def test_rst_rejects_imp_rounds_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="no IMP rounds"):
         find_ticket(bad, CPU, tmp_path)
     assert not any(tmp_path.iterdir())
+
+
+def test_rst_bench_arm_trains_the_transformed_random_ticket_under_pgd(tmp_path):
+    from robustlth.bench import BenchConfig
+    from robustlth.bench.harness import run_arm
+    from robustlth.data import load_dataset
+    data_cfg = DataConfig(data="synthetic", n_train=100, n_test=40, augment=False)
+    b = BenchConfig(arms=("dense", "ticket", "rst"), ticket_epochs=1, batch_size=25, eval_n=20, attack_steps=2,
+                    final_attacks=("pgd5",), final_n=20, rst_iterations=4, ratio=0.7)
+    arm = run_arm("rst", b, data_cfg, ModelConfig(model="cnn6", width=0.25), load_dataset(data_cfg), CPU,
+                  tmp_path / "bench", tmp_path / "bench" / "search")
+    assert arm["sparsity"] == pytest.approx(0.7, abs=0.01) and arm["search_time"] > 0
+    assert arm["train_config"]["warmup_epochs"] == 0  # RST fine-tuning: no warm-up
+    assert 0 <= arm["final"]["attacks"][0]["robust_after"] <= arm["final"]["clean"]
+
+
+def test_find_ticket_method_rst_makes_a_ticket_that_train_mask_uses(tmp_path, capsys):
+    import json
+    from robustlth.cli import main
+    common = ["--data", "synthetic", "--n-train", "100", "--n-test", "40", "--model", "cnn6", "--width", "0.25",
+              "--out", str(tmp_path), "--no-progress", "--threads", "1"]
+    assert main(["find-ticket", "--method", "rst", "--ratio", "0.5", "--iterations", "4", "--search-batch-size",
+                 "25", "--search-eval-n", "20", *common]) == 0
+    ticket = json.loads(capsys.readouterr().out)["ticket"]
+    assert main(["train", "--mask", ticket, "--epochs", "1", "--batch-size", "25", "--eval-n", "20",
+                 "--eval-steps", "0", *common[:6], *common[10:]]) == 0
+    assert "run_dir" in json.loads(capsys.readouterr().out)
+    assert main(["find-ticket", "--eta-max", "2", *common]) == 2
+    assert "only for --method rst or rst-iter" in capsys.readouterr().err
+    assert main(["find-ticket", "--method", "rst", "--search-epochs", "2", *common]) == 2
+    assert "set by the eta schedule" in capsys.readouterr().err

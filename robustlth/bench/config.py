@@ -6,7 +6,7 @@ from typing import Optional, Tuple
 
 from ..config import ATTACK_MODES, PRECISIONS, STRATEGIES, Config, ConfigError, _check, _choice
 
-ARMS = ("dense", "ticket", "reinit", "random_prune", "winning", "fast_at")
+ARMS = ("dense", "ticket", "reinit", "random_prune", "winning", "fast_at", "rst")
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,9 @@ class BenchConfig(Config):
     eps: float = 8 / 255
     fast_at_attack: str = field(default="nfgsm", metadata={"help": "fast_at arm: fgsm_rs or nfgsm"})
     fast_at_epochs: Optional[int] = field(default=None, metadata={"help": "none: the ticket's epochs"})
+    rst_iterations: Optional[int] = field(default=None, metadata={
+        "help": "rst arm: iterations of the natural transformation of a random ticket at the pruning ratio (none: "
+                "SPEC's 90,000; fewer rescale the eta ramp and hold)"})
     eval_n: int = field(default=512, metadata={"help": "images of the per-epoch PGD-20 evaluation set"})
     final_attacks: Tuple[str, ...] = field(default=("pgd20", "pgd100", "cw", "autoattack"),
                                            metadata={"help": "final test-set attacks (empty: no final evaluation)"})
@@ -68,7 +71,7 @@ class BenchConfig(Config):
         _check(0 <= self.target_tolerance < 1, "target_tolerance", self.target_tolerance,
                "an accuracy margin in [0, 1)")
         _check(self.seed >= 0, "seed", self.seed, "an integer >= 0")
-        for name in ("fast_at_epochs", "autoattack_n"):
+        for name in ("fast_at_epochs", "autoattack_n", "rst_iterations"):
             v = getattr(self, name)
             _check(v is None or v >= 1, name, v, "an integer >= 1 or none")
         if self.final_attacks:  # empty: no final evaluation

@@ -12,7 +12,8 @@ from ..config import AttackConfig, DataConfig, ModelConfig, PruneConfig, TrainCo
 from ..data import Dataset, as_float, load_dataset
 from ..evaluate import evaluate_robustness
 from ..models import build_model
-from ..pruning import SearchSpec, default_search_lr, find_ticket, make_control, retrain_schedule, ticket_model
+from ..pruning import (TRANSFORM_DEFAULTS, RSTConfig, SearchSpec, default_search_lr, find_ticket, make_control,
+                       retrain_schedule, ticket_model)
 from ..runs import RunDir, environment
 from ..training import seed_everything, train
 from .config import BenchConfig
@@ -42,6 +43,18 @@ def search_ticket(b: BenchConfig, data_cfg: DataConfig, model_cfg: ModelConfig, 
     return find_ticket(spec, device, root, data=data, log=log)[0]
 
 
+def rst_ticket(b: BenchConfig, data_cfg: DataConfig, model_cfg: ModelConfig, data: Dataset, device: torch.device,
+               root: Path, log: Log):
+    """A random ticket at the bench's ratio, transformed by RST (natural training, SPEC 3's recipe)."""
+    spec = SearchSpec(data=data_cfg, model=model_cfg,
+                      search=TrainConfig(**{**TRANSFORM_DEFAULTS, "eval_n": b.eval_n, "precision": b.precision,
+                                            "channels_last": b.channels_last, "cuda_graphs": b.cuda_graphs,
+                                            "seed": b.seed}),
+                      attack=AttackConfig(), prune=PruneConfig(ratio=b.ratio, prune_seed=b.seed),
+                      rst=RSTConfig(iterations=b.rst_iterations))
+    return find_ticket(spec, device, root, data=data, log=log)[0]
+
+
 def _arm_setup(arm: str, b: BenchConfig, data_cfg, model_cfg, data, device, search_root: Path, log: Log):
     """(model, mask, search_time, train config, attack config) for one arm."""
     arm_attack = AttackConfig(attack=b.train_attack, eps=b.eps, attack_steps=b.attack_steps)
@@ -53,6 +66,11 @@ def _arm_setup(arm: str, b: BenchConfig, data_cfg, model_cfg, data, device, sear
             return model, None, 0.0, _train_cfg(b, b.dense_epochs), arm_attack
         fast = AttackConfig(attack=b.fast_at_attack, eps=b.eps)
         return model, None, 0.0, _train_cfg(b, b.fast_at_epochs or b.ticket_epochs, schedule="onecycle"), fast
+    if arm == "rst":
+        ticket = rst_ticket(b, data_cfg, model_cfg, data, device, search_root, log)
+        model = ticket_model(ticket)
+        return (model, ticket.full_mask(model), ticket.meta["search_time"],
+                retrain_schedule(_train_cfg(b, b.ticket_epochs), ticket.meta), arm_attack)
     lr = b.winning_lr if arm == "winning" else search_lr
     ticket = search_ticket(b, data_cfg, model_cfg, lr, data, device, search_root, log)
     search_time = ticket.meta["search_time"]
