@@ -20,7 +20,8 @@ SECTIONS = {"train": ("data", "model", "train", "attack"),
             "find-ticket": ("data", "model", "search", "search_attack", "prune", "rst"),
             "bench": ("data", "model", "bench"),
             "ablate": ("data", "model", "bench", "axes"),
-            "locality": ("data", "model", "train", "locality")}
+            "locality": ("data", "model", "train", "locality"),
+            "lth": ("data", "train", "lth")}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -336,6 +337,23 @@ def cmd_locality(args) -> int:
     return 0
 
 
+def cmd_lth(args) -> int:
+    from .lth import PRESETS, TRAIN_DEFAULTS, LTHConfig, run_lth
+    device = _setup(args)
+    preset, sec = PRESETS[args.preset], _sections(args)
+    merged = {k: {**preset.get(k, {}), **sec.get(k, {})} for k in ("data", "lth")}
+    merged["train"] = {**TRAIN_DEFAULTS, **preset.get("train", {}), **sec.get("train", {})}
+    data_cfg = config_from_args(DataConfig, args, merged["data"])
+    train_cfg = config_from_args(TrainConfig, args, merged["train"])
+    cfg = config_from_args(LTHConfig, args, merged["lth"])
+    check_device_settings(device, train_cfg.precision, train_cfg.cuda_graphs, train_cfg.compile)
+    results, run = run_lth(cfg, data_cfg, train_cfg, device, args.out, preset=args.preset, log=_say)
+    _say(f"tables: {run.file('tables.md')}")
+    print(json.dumps({"run_dir": str(run.path), "rows": len(results["rows"]),
+                      "headline": results["summary"]["headline"]}))
+    return 0
+
+
 # ------------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="robustlth", description="Boosting lottery tickets for cheaper adversarial training.")
@@ -437,6 +455,17 @@ def build_parser() -> argparse.ArgumentParser:
     for cls in (DataConfig, ModelConfig, TrainConfig, LocalityConfig):
         add_config_args(p, cls)
     p.set_defaults(func=cmd_locality)
+
+    from .lth import PRESETS as LTH_PRESETS, LTHConfig
+    p = sub.add_parser("lth", help="the LTH experiment on Conv-2/4/6 (SPEC 2): IMP with layer-wise rates, "
+                                   "early-stopping iteration and accuracy vs controls, by round")
+    _common(p)
+    p.add_argument("--preset", choices=list(LTH_PRESETS), default="cpu",
+                   help="smoke (seconds, synthetic), cpu (exact CIFAR-10 subset, ~10 CPU-minutes), paper (GPU); "
+                        "default: %(default)s")
+    for cls in (DataConfig, TrainConfig, LTHConfig):
+        add_config_args(p, cls)
+    p.set_defaults(func=cmd_lth)
     return parser
 
 
