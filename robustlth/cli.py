@@ -338,17 +338,22 @@ def cmd_locality(args) -> int:
     return 0
 
 
+def _experiment_configs(args, presets: dict, train_defaults: dict, sections: tuple) -> dict:
+    """Preset, then YAML, then flags: the data and train configs plus the raw merged `sections`."""
+    preset, sec = presets[args.preset], _sections(args)
+    merged = {k: {**preset.get(k, {}), **sec.get(k, {})} for k in ("data", *sections)}
+    merged["train"] = {**train_defaults, **preset.get("train", {}), **sec.get("train", {})}
+    return {"data": config_from_args(DataConfig, args, merged["data"]),
+            "train": config_from_args(TrainConfig, args, merged["train"]), **{k: merged[k] for k in sections}}
+
+
 def cmd_lth(args) -> int:
     from .lth import PRESETS, TRAIN_DEFAULTS, LTHConfig, run_lth
     device = _setup(args)
-    preset, sec = PRESETS[args.preset], _sections(args)
-    merged = {k: {**preset.get(k, {}), **sec.get(k, {})} for k in ("data", "lth")}
-    merged["train"] = {**TRAIN_DEFAULTS, **preset.get("train", {}), **sec.get("train", {})}
-    data_cfg = config_from_args(DataConfig, args, merged["data"])
-    train_cfg = config_from_args(TrainConfig, args, merged["train"])
-    cfg = config_from_args(LTHConfig, args, merged["lth"])
-    check_device_settings(device, train_cfg.precision, train_cfg.cuda_graphs, train_cfg.compile)
-    results, run = run_lth(cfg, data_cfg, train_cfg, device, args.out, preset=args.preset, log=_say)
+    c = _experiment_configs(args, PRESETS, TRAIN_DEFAULTS, ("lth",))
+    cfg = config_from_args(LTHConfig, args, c["lth"])
+    check_device_settings(device, c["train"].precision, c["train"].cuda_graphs, c["train"].compile)
+    results, run = run_lth(cfg, c["data"], c["train"], device, args.out, preset=args.preset, log=_say)
     _say(f"tables: {run.file('tables.md')}")
     print(json.dumps({"run_dir": str(run.path), "rows": len(results["rows"])}))
     return 0
@@ -357,21 +362,27 @@ def cmd_lth(args) -> int:
 def cmd_sparsity_sweep(args) -> int:
     from .sweep import FINETUNE_DEFAULTS, PRESETS, SweepConfig, run_sweep
     device = _setup(args)
-    preset, sec = PRESETS[args.preset], _sections(args)
-    merged = {k: {**preset.get(k, {}), **sec.get(k, {})} for k in ("data", "model", "sweep")}
-    merged["train"] = {**FINETUNE_DEFAULTS, **preset.get("train", {}), **sec.get("train", {})}
-    data_cfg = config_from_args(DataConfig, args, merged["data"])
-    model_cfg = config_from_args(ModelConfig, args, merged["model"])
-    train_cfg = config_from_args(TrainConfig, args, merged["train"])
-    cfg = config_from_args(SweepConfig, args, merged["sweep"])
-    check_device_settings(device, train_cfg.precision, train_cfg.cuda_graphs, train_cfg.compile)
-    results, run = run_sweep(cfg, data_cfg, model_cfg, train_cfg, device, args.out, preset=args.preset, log=_say)
+    c = _experiment_configs(args, PRESETS, FINETUNE_DEFAULTS, ("model", "sweep"))
+    model_cfg, cfg = config_from_args(ModelConfig, args, c["model"]), config_from_args(SweepConfig, args, c["sweep"])
+    check_device_settings(device, c["train"].precision, c["train"].cuda_graphs, c["train"].compile)
+    results, run = run_sweep(cfg, c["data"], model_cfg, c["train"], device, args.out, preset=args.preset, log=_say)
     _say(f"tables: {run.file('tables.md')}")
     print(json.dumps({"run_dir": str(run.path), "rows": len(results["rows"])}))
     return 0
 
 
 # ------------------------------------------------------------------------------------------------------
+def _experiment_parser(sub, name: str, help_text: str, presets: dict, cpu_cost: str, classes: tuple, func) -> None:
+    p = sub.add_parser(name, help=help_text)
+    _common(p)
+    p.add_argument("--preset", choices=list(presets), default="cpu",
+                   help=f"smoke (seconds, synthetic), cpu (exact CIFAR-10 subset, {cpu_cost}), paper (GPU); "
+                        "default: %(default)s")
+    for cls in classes:
+        add_config_args(p, cls)
+    p.set_defaults(func=func)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="robustlth", description="Boosting lottery tickets for cheaper adversarial training.")
     parser.add_argument("--version", action="version", version=f"robustlth {__version__}")
@@ -474,26 +485,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_locality)
 
     from .lth import PRESETS as LTH_PRESETS, LTHConfig
-    p = sub.add_parser("lth", help="the LTH experiment on Conv-2/4/6 (SPEC 2): IMP with layer-wise rates, "
-                                   "early-stopping iteration and accuracy vs controls, by round")
-    _common(p)
-    p.add_argument("--preset", choices=list(LTH_PRESETS), default="cpu",
-                   help="smoke (seconds, synthetic), cpu (exact CIFAR-10 subset, ~10 CPU-minutes), paper (GPU); "
-                        "default: %(default)s")
-    for cls in (DataConfig, TrainConfig, LTHConfig):
-        add_config_args(p, cls)
-    p.set_defaults(func=cmd_lth)
-
+    _experiment_parser(sub, "lth", "the LTH experiment on Conv-2/4/6 (SPEC 2): IMP with layer-wise rates, "
+                                   "early-stopping iteration and accuracy vs controls, by round",
+                       LTH_PRESETS, "~12 CPU-minutes", (DataConfig, TrainConfig, LTHConfig), cmd_lth)
     from .sweep import PRESETS as SWEEP_PRESETS, SweepConfig
-    p = sub.add_parser("sparsity-sweep", help="dense vs IMP ticket vs random ticket vs RST (SPEC 3) at several "
-                                              "sparsities, natural training")
-    _common(p)
-    p.add_argument("--preset", choices=list(SWEEP_PRESETS), default="cpu",
-                   help="smoke (seconds, synthetic), cpu (exact CIFAR-10 subset, ~8 CPU-minutes), paper (GPU); "
-                        "default: %(default)s")
-    for cls in (DataConfig, ModelConfig, TrainConfig, SweepConfig):
-        add_config_args(p, cls)
-    p.set_defaults(func=cmd_sparsity_sweep)
+    _experiment_parser(sub, "sparsity-sweep", "dense vs IMP ticket vs random ticket vs RST (SPEC 3) at several "
+                                              "sparsities, natural training",
+                       SWEEP_PRESETS, "~7 CPU-minutes", (DataConfig, ModelConfig, TrainConfig, SweepConfig),
+                       cmd_sparsity_sweep)
     return parser
 
 

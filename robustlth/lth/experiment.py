@@ -17,11 +17,11 @@ from ..config import AttackConfig, ConfigError, DataConfig, TrainConfig, config_
 from ..data import Dataset, Split, as_float, balanced_indices, load_dataset
 from ..evaluate import predict, robust_flags
 from ..models import build_model
-from ..pruning.masks import Mask, count, dense_mask, output_layer, prunable_weights
+from ..pruning.masks import count, dense_mask, output_layer, prunable_weights
 from ..pruning.strategies import Layerwise, RandomPruning
 from ..pruning.ticket import Ticket, load_ticket, save_ticket, ticket_model
 from ..runs import RunDir, environment
-from ..training import seed_everything, train
+from ..training import train
 from .config import LTHConfig
 from .evaluator import EarlyStopEvaluator
 
