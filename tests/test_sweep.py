@@ -37,3 +37,18 @@ def test_sweep_arms_masks_and_resume(tmp_path, monkeypatch):
         assert (run.path / name).exists()
     monkeypatch.setattr(experiment, "train", lambda *a, **k: pytest.fail("a finished stage was retrained"))
     assert run_sweep(cfg, data_cfg, model_cfg, train_cfg, CPU, tmp_path)[0]["rows"] == rows
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["sparsity-sweep", "--sparsities", "0.9,0.5"], "increasing fractions"),
+    (["sparsity-sweep", "--methods", "dense,magic"], "invalid methods='magic'"),
+    (["lth", "--rate-scale", "9"], "keeps the conv rate below 1"),
+    (["lth", "--preset", "smoke", "--val-size", "0"], "needs a validation split"),
+    (["lth", "--models", "conv5"], "expected one of conv2, conv4, conv6"),
+])
+def test_bad_experiment_input_is_one_line_before_any_file(tmp_path, capsys, args, needle):
+    from robustlth.cli import main
+    assert main([*args, "--out", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
