@@ -37,6 +37,8 @@ class AblateConfig(Config):
     budget: Tuple[int, ...] = field(default=(), metadata={"help": "ticket retraining budgets in epochs (budget "
                                                                  "sweep; LR drops rescale to 50 %/75 %)"})
     controls: bool = field(default=True, metadata={"help": "also train the random re-initialisation of each ticket"})
+    rst: bool = field(default=False, metadata={"help": "also train each cell's RST ticket: a random mask at the "
+                                                       "cell's ratio, transformed (bench rst_iterations)"})
 
     def validate(self) -> None:
         _check(all(0 <= r < 1 for r in self.ratio), "ratio", self.ratio, "pruning ratios in [0, 1)")
@@ -66,8 +68,8 @@ def expand(axes: AblateConfig, bench: BenchConfig, model: ModelConfig) -> list[d
     return cells
 
 
-def _arms(controls: bool) -> list[str]:
-    return ["ticket", "reinit"] if controls else ["ticket"]
+def _arms(axes: AblateConfig) -> list[str]:
+    return ["ticket"] + (["reinit"] if axes.controls else []) + (["rst"] if axes.rst else [])
 
 
 def _search_key(cell: dict) -> str:
@@ -93,7 +95,7 @@ def run_searches(cells: list[dict], data_cfg: dict, root: str, device_name: str 
     return times
 
 
-def run_cell(cell: dict, data_cfg: dict, root: str, controls: bool, device_name: str = "auto") -> dict:
+def run_cell(cell: dict, data_cfg: dict, root: str, arms: list[str], device_name: str = "auto") -> dict:
     """Stage 2: train the cell's arms. Writes cells/<id>/result.json, or error.json if anything fails."""
     from .data import load_dataset
     from .device import resolve_device
@@ -105,7 +107,7 @@ def run_cell(cell: dict, data_cfg: dict, root: str, controls: bool, device_name:
         with cell_dir.lock():
             # The cell's own directory holds its arms; its search lives in the grid's shared search folder.
             arms = {arm: run_arm(arm, b, d, m, data, device, cell_dir.path, Path(root) / "search")
-                    for arm in _arms(controls)}
+                    for arm in arms}
             result = {"id": cell["id"], "axes": cell["axes"], "status": "ok", "arms": arms}
             atomic_write_json(cell_dir.file("result.json"), result)
             cell_dir.file("error.json").unlink(missing_ok=True)
@@ -199,7 +201,7 @@ def _run_grid(run: RunDir, cells: list[dict], axes: AblateConfig, data_cfg: Data
         if log:
             log(f"a search failed ({type(e).__name__}: {e}); its cells will be recorded as failed")
     # Stage 2: the cells.
-    launcher.map(run_cell, [(c, data_cfg.to_dict(), str(run.path), axes.controls, device_name) for c in todo])
+    launcher.map(run_cell, [(c, data_cfg.to_dict(), str(run.path), _arms(axes), device_name) for c in todo])
     df = collect(run.path)
     write_outputs(df, run.path, axes)
     return df
