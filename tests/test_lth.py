@@ -55,14 +55,13 @@ def test_lth_rounds_controls_and_resume(tmp_path, monkeypatch):
     results, run = run_lth(cfg, data_cfg, train_cfg, CPU, tmp_path)
     rows = results["rows"]
     assert [(r["seed"], r["round"], r["arm"]) for r in rows] == [
-        (s, 0, "ticket") for s in (0, 1)][:1] + [(0, 1, "ticket"), (0, 1, "reinit"), (0, 1, "random")] + \
-        [(1, 0, "ticket"), (1, 1, "ticket"), (1, 1, "reinit"), (1, 1, "random")]
+        (s, r, arm) for s in (0, 1) for r, arm in ((0, "ticket"), (1, "ticket"), (1, "reinit"), (1, "random"))]
     r1 = [r for r in rows if r["round"] == 1]
     assert len({round(r["remaining_pct"], 6) for r in r1}) == 1  # controls at the ticket's sparsity
     assert 55 < r1[0]["remaining_pct"] < 65  # FC 40 %, output 20 %, conv 20 % of conv2 (FC-dominated)
     for r in rows:
         assert r["early_stop_iteration"] in (3, 6) and r["iterations"] == 6
-        assert 0 <= r["pgd_acc_eps2"] <= r["test_acc"] + 1e-9
+        assert 0 <= r["pgd_acc_eps2"] <= 1  # on the first 20 test images
     for name in ("lth.csv", "tables.md", "lth_early_stop.png", "lth_accuracy.png", "summary.json"):
         assert (run.path / name).exists(), name
     assert set(results["summary"]["headline"]["conv2"]) >= {"vs_reinit", "vs_random", "vs_dense"}

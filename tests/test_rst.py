@@ -109,6 +109,7 @@ def test_rst_ticket_keeps_transformed_survivors_and_squeezes_the_rest(tmp_path):
     assert summary["squeezed_rms_after"] < 0.5 * summary["kept_rms_after"]
 
 
+@pytest.mark.slow
 def test_rst_iter_runs_five_cycles_to_the_target(tmp_path):
     ticket, run = find_ticket(_spec("rst-iter", iterations=2, ratio=0.9), CPU, tmp_path)
     cycles = run.read_json("summary.json")["cycles"]
@@ -152,8 +153,8 @@ def test_rst_bench_arm_trains_the_transformed_random_ticket_under_pgd(tmp_path):
     from robustlth.bench.harness import run_arm
     from robustlth.data import load_dataset
     data_cfg = DataConfig(data="synthetic", n_train=100, n_test=40, augment=False)
-    b = BenchConfig(arms=("dense", "ticket", "rst"), ticket_epochs=1, batch_size=25, eval_n=20, attack_steps=2,
-                    final_attacks=("pgd5",), final_n=20, rst_iterations=4, ratio=0.7)
+    b = BenchConfig(arms=("dense", "ticket", "rst"), ticket_epochs=1, batch_size=25, eval_n=20, attack_steps=1,
+                    final_attacks=("pgd2",), final_n=20, rst_iterations=4, ratio=0.7)
     arm = run_arm("rst", b, data_cfg, ModelConfig(model="cnn6", width=0.25), load_dataset(data_cfg), CPU,
                   tmp_path / "bench", tmp_path / "bench" / "search")
     assert arm["sparsity"] == pytest.approx(0.7, abs=0.01) and arm["search_time"] > 0
