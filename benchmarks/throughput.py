@@ -2,13 +2,16 @@
 
 Runs the trainer's own step (eager or CUDA graph), so it measures exactly what `robustlth train` does per
 batch. Example: python benchmarks/throughput.py --model vgg16 --batch-size 64 --device cpu --precision bf16
+Under torchrun (`torchrun --nproc_per_node 2 benchmarks/throughput.py ...`) every process steps its share of the
+global batch through DistributedDataParallel, and the primary prints the images/s of all processes together.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 
@@ -18,7 +21,7 @@ from robustlth.device import (memory_format, resolve_channels_last, resolve_cuda
                               resolve_precision, synchronize, tune_for_static_shapes)
 from robustlth.models import build_model
 from robustlth.runs import environment
-from robustlth.training import MaskEnforcer, make_step
+from robustlth.training import MaskEnforcer, RunContext, make_step
 
 
 def images_per_second(step: Callable, x: torch.Tensor, y: torch.Tensor, device: torch.device, warmup: int,
@@ -42,8 +45,9 @@ def images_per_second(step: Callable, x: torch.Tensor, y: torch.Tensor, device: 
 
 
 def robustlth_step(model_name: str, width: float, batch_size: int, device: torch.device, precision: str,
-                   channels_last: bool, attack: str, compile_: bool = False, cuda_graphs: bool = False):
-    """(step, x, y) for the trainer's step on random inputs."""
+                   channels_last: bool, attack: str, compile_: bool = False, cuda_graphs: bool = False,
+                   ctx: Optional[RunContext] = None):
+    """(step, x, y) for the trainer's step on random inputs (this process's share of the batch under `ctx`)."""
     torch.manual_seed(0)
     fmt = memory_format(channels_last)
     tune_for_static_shapes(device)
@@ -51,7 +55,11 @@ def robustlth_step(model_name: str, width: float, batch_size: int, device: torch
     step_model = torch.compile(model) if compile_ else model
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     atk = training_attack(AttackConfig(attack=attack, attack_steps=10))
-    step = make_step(step_model, opt, atk, MaskEnforcer(model, None), device, precision, cuda_graphs=cuda_graphs)
+    forward = ctx.wrap(step_model) if ctx is not None else step_model
+    step = make_step(forward, opt, atk, MaskEnforcer(model, None), device, precision, cuda_graphs=cuda_graphs,
+                     attack_model=step_model if forward is not step_model else None)
+    if ctx is not None:
+        batch_size //= ctx.world_size
     x = torch.rand(batch_size, 3, 32, 32, device=device).contiguous(memory_format=fmt)
     y = torch.randint(0, 10, (batch_size,), device=device)
     return step, x, y
@@ -75,15 +83,25 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
+    ctx = None
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun
+        from robustlth.distributed import start
+        ctx = start(args.device)
+        device = ctx.device
+    else:
+        device = resolve_device(args.device)
     precision = resolve_precision(device, args.precision)
     channels_last = resolve_channels_last(device, args.channels_last)
-    graphs = resolve_cuda_graphs(device, args.cuda_graphs, precision, args.compile)
+    graphs = resolve_cuda_graphs(device, args.cuda_graphs, precision, args.compile) and ctx is None
     rates = {}
     for attack, iters in (("none", args.iters * 4), ("fgsm", args.iters * 2), ("pgd", args.iters)):
         step, x, y = robustlth_step(args.model, args.width, args.batch_size, device, precision, channels_last,
-                                    attack, args.compile, graphs)
-        rates[attack] = images_per_second(step, x, y, device, args.warmup, iters)
+                                    attack, args.compile, graphs, ctx)
+        rate = images_per_second(step, x, y, device, args.warmup, iters)
+        if ctx is not None:  # all processes together: their number times the harmonic mean of their rates
+            rate = ctx.sum(torch.tensor([1.0 / rate]))[0].item() / ctx.world_size
+            rate = ctx.world_size / rate
+        rates[attack] = rate
     natural, fgsm, pgd = rates["none"], rates["fgsm"], rates["pgd"]
     env = environment(device)
     result = {"model": args.model, "width": args.width, "batch_size": args.batch_size, "device": str(device),
@@ -92,8 +110,12 @@ def main(argv=None) -> dict:
               "cuda_graphs": graphs,
               "natural_img_s": round(natural, 1), "fgsm_img_s": round(fgsm, 1), "pgd10_img_s": round(pgd, 1),
               "fgsm_over_natural_time": round(natural / fgsm, 2), "pgd10_over_natural_time": round(natural / pgd, 2),
-              "torch": torch.__version__}
-    print(json.dumps(result))
+              "processes": ctx.world_size if ctx is not None else 1, "torch": torch.__version__}
+    if ctx is None or ctx.is_primary:
+        print(json.dumps(result))
+    if ctx is not None:
+        from robustlth.distributed import stop
+        stop()
     return result
 
 

@@ -10,11 +10,12 @@ from typing import Optional
 
 from . import __version__
 from .config import (AttackConfig, DataConfig, ModelConfig, PruneConfig, TrainConfig, add_config_args,
-                     check_sections, config_from_args, config_hash, load_yaml, parse_number)
+                     check_sections, config_from_args, load_yaml, parse_number)
 from .device import check_device_settings, resolve_device
 from .errors import RobustLTHError, UsageError
-from .safety import check_output_dir, check_output_file, file_digest, safe_torch_load
+from .safety import check_output_dir, check_output_file, safe_torch_load
 
+DATA_PARALLEL = ("train", "find-ticket")  # the commands that run under torchrun, one process per GPU
 # The YAML sections each command reads; any other section in --config is an error.
 SECTIONS = {"train": ("data", "model", "train", "attack"),
             "find-ticket": ("data", "model", "search", "search_attack", "prune", "rst"),
@@ -69,9 +70,23 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 
+def _parallel(p: argparse.ArgumentParser) -> None:
+    """Flags of the commands that run under torchrun (one process per GPU)."""
+    p.add_argument("--sync-bn", action="store_true",
+                   help="under torchrun: BatchNorm statistics over all processes (default: per process)")
+    p.add_argument("--dist-timeout", type=number_in(0, low_open=True), default=300,
+                   help="under torchrun: seconds a process waits for the others before all stop with an error "
+                        "(default: %(default)s)")
+
+
 def _setup(args):
     """Checks that need no config (device, output folder), then the thread count; returns the device."""
+    import os
+
     import torch
+    if os.environ.get("WORLD_SIZE", "1") not in ("", "0", "1") and args.command not in DATA_PARALLEL:
+        raise UsageError(f"`robustlth {args.command}` does not run under torchrun; start it as one process "
+                         f"(data-parallel commands: {', '.join(DATA_PARALLEL)})")
     device = resolve_device(args.device)
     if hasattr(args, "out"):
         check_output_dir(args.out)
@@ -86,6 +101,14 @@ def _sections(args) -> dict:
     return check_sections(sec, SECTIONS[args.command], args.command) if args.command in SECTIONS else sec
 
 
+def _model_config(args, base: Optional[dict]) -> ModelConfig:
+    """The model section, its name checked against the registry (the config module does not know models)."""
+    from .models import check_model_name
+    cfg = config_from_args(ModelConfig, args, base)
+    check_model_name(cfg.model)
+    return cfg
+
+
 # ------------------------------------------------------------------------------------------------------
 def cmd_models(args) -> int:
     from .models import build_model, count_parameters, model_names
@@ -98,57 +121,45 @@ def cmd_models(args) -> int:
 
 
 # ------------------------------------------------------------------------------------------------------
-def _load_ticket_for_training(args, model_cfg: ModelConfig, model_given: bool):
-    from .pruning.ticket import load_ticket
-    ticket = load_ticket(args.mask)
-    meta = ticket.meta
-    if model_given and (model_cfg.model, model_cfg.width) != (meta["model"], meta["width"]):
-        raise UsageError(f"--mask {args.mask} is a ticket for {meta['model']} at width {meta['width']}, "
-                         f"not {model_cfg.model} at width {model_cfg.width}")
-    return ticket, ModelConfig(model=meta["model"], width=meta["width"])
+def _run_context(args):
+    """This process's run context: one process, or one of those torchrun started (then only the primary one
+    reports)."""
+    from .distributed import start
+    _setup(args)  # device name, output folder and threads checked before any process group forms
+    return start(args.device, args.dist_timeout, args.sync_bn)
 
 
-def cmd_train(args) -> int:
-    from .data import load_dataset
-    from .models import build_model
-    from .runs import RunDir
-    from .training import seed_everything, train
-    device = _setup(args)
+def _distributed(func):
+    """Run a command under data parallelism: a failed peer is one clear line; the group is left at the end."""
+    def run(args) -> int:
+        from .distributed import distributed_errors, stop
+        ctx = _run_context(args)
+        try:
+            with distributed_errors(ctx.rank):
+                return func(args, ctx)
+        finally:
+            stop()
+    return run
+
+
+def _report(ctx, line: dict) -> None:
+    if ctx.is_primary:
+        print(json.dumps(line))
+
+
+@_distributed
+def cmd_train(args, ctx) -> int:
+    from .pipeline import run_train
     sec = _sections(args)
     data_cfg = config_from_args(DataConfig, args, sec.get("data"))
-    model_cfg = config_from_args(ModelConfig, args, sec.get("model"))
+    model_cfg = _model_config(args, sec.get("model"))
     attack_cfg = config_from_args(AttackConfig, args, sec.get("attack"))
     train_cfg = config_from_args(TrainConfig, args, sec.get("train"))
-    check_device_settings(device, train_cfg.precision, train_cfg.cuda_graphs, train_cfg.compile)
-    ticket, mask_id = None, None
-    if args.mask:
-        model_given = "model" in vars(args) or "width" in vars(args) or "model" in sec
-        ticket, model_cfg = _load_ticket_for_training(args, model_cfg, model_given)
-        from .pruning.finder import retrain_schedule
-        train_cfg = retrain_schedule(train_cfg, ticket.meta, explicit=set(vars(args)) | set(sec.get("train", {})))
-        mask_id = file_digest(args.mask)
-    config = {"data": data_cfg.to_dict(), "model": model_cfg.to_dict(), "train": train_cfg.to_dict(),
-              "attack": attack_cfg.to_dict(), "mask": str(args.mask) if args.mask else None}
-    run_hash = config_hash("train", {"data": data_cfg, "model": model_cfg, "train": train_cfg, "attack": attack_cfg,
-                                     "mask": mask_id})
-    data = load_dataset(data_cfg)
-    run = RunDir.create(args.out, "train", run_hash, config, device, train_cfg.seed)
-    if not run.file("checkpoint.pt").exists():  # a resumed run says so once its checkpoint has loaded
-        _say(f"run directory: {run.path}")
-    seed_everything(train_cfg.seed)
-    mask = None
-    if ticket is not None:
-        from .pruning import ticket_model
-        model = ticket_model(ticket)
-        mask = ticket.full_mask(model)
-    else:
-        model = build_model(model_cfg.model, model_cfg.width)
-    result = train(model, data, train_cfg, attack_cfg, device, run=run, mask=mask, augment=data_cfg.augment,
-                   progress=args.progress, log=_say)
-    run.write_json("results.json", {"final": result.final, "train_time": result.train_time,
-                                    "eval_time": result.eval_time, "stopped": result.stopped,
-                                    "eval_split": result.eval_split, "history": result.history})
-    print(json.dumps({"run_dir": str(run.path), **result.final}))
+    model_given = "model" in vars(args) or "width" in vars(args) or "model" in sec
+    result, run = run_train(data_cfg, model_cfg, train_cfg, attack_cfg, ctx, args.out, mask_path=args.mask,
+                            model_given=model_given, explicit=frozenset(vars(args)) | set(sec.get("train", {})),
+                            progress=args.progress, log=_say)
+    _report(ctx, {"run_dir": str(run.path), **result.final})
     return 0
 
 
@@ -164,9 +175,11 @@ def _load_run_model(path: Path, device):
     sec = load_yaml(run_dir / "config.yaml")
     if not isinstance(sec.get("model"), dict) or not isinstance(sec.get("data"), dict):
         raise UsageError(f"{run_dir / 'config.yaml'} has no model and data sections: not a `robustlth train` run")
+    from .datasets import DatasetSpec
     model_cfg = ModelConfig.from_dict(sec["model"])
-    model = build_model(model_cfg.model, model_cfg.width)
     ckpt = safe_torch_load(ckpt_file, "robustlth checkpoint")
+    data_spec = ckpt.get("data_spec") if isinstance(ckpt, dict) else None
+    model = build_model(model_cfg.model, model_cfg.width, DatasetSpec.from_dict(data_spec))
     try:
         model.load_state_dict(ckpt["model"])
     except (TypeError, KeyError, IndexError, RuntimeError) as e:
@@ -224,7 +237,7 @@ def search_spec_from_args(args, sec: dict):
     """Search configs: the paper's per-architecture defaults (or RST's transformation recipe), then YAML,
     then flags."""
     from .pruning import TRANSFORM_DEFAULTS, SearchSpec, search_defaults
-    model_cfg = config_from_args(ModelConfig, args, sec.get("model"))
+    model_cfg = _model_config(args, sec.get("model"))
     rst = _rst_config(args, sec)
     defaults = search_defaults(model_cfg.model) if rst is None else \
         {"train": {**TRANSFORM_DEFAULTS, "epochs": 1}, "attack": {"attack": "none"}}
@@ -238,14 +251,14 @@ def search_spec_from_args(args, sec: dict):
         rst=rst)
 
 
-def cmd_find_ticket(args) -> int:
+@_distributed
+def cmd_find_ticket(args, ctx) -> int:
     from .pruning import find_ticket
-    device = _setup(args)
     spec = search_spec_from_args(args, _sections(args))
-    check_device_settings(device, spec.search.precision, spec.search.cuda_graphs, spec.search.compile)
-    ticket, run = find_ticket(spec, device, args.out, progress=args.progress, log=_say)
-    print(json.dumps({"ticket": str(run.file("ticket.pt")), "sparsity": ticket.sparsity()["sparsity"],
-                      "search_time": ticket.meta["search_time"]}))
+    check_device_settings(ctx.device, spec.search.precision, spec.search.cuda_graphs, spec.search.compile)
+    ticket, run = find_ticket(spec, ctx.device, args.out, progress=args.progress, log=_say, ctx=ctx)
+    _report(ctx, {"ticket": str(run.file("ticket.pt")), "sparsity": ticket.sparsity()["sparsity"],
+                  "search_time": ticket.meta["search_time"]})
     return 0
 
 
@@ -268,7 +281,7 @@ def cmd_bench(args) -> int:
     merged = {k: {**preset.get(k, {}), **sec.get(k, {})} for k in ("data", "model", "bench")}
     bench = config_from_args(BenchConfig, args, merged["bench"])
     data_cfg = config_from_args(DataConfig, args, merged["data"])
-    model_cfg = config_from_args(ModelConfig, args, merged["model"])
+    model_cfg = _model_config(args, merged["model"])
     check_device_settings(device, bench.precision, bench.cuda_graphs)
     results, run = run_bench(bench, data_cfg, model_cfg, device, args.out, preset=args.preset,
                              progress=args.progress, log=_say)
@@ -305,7 +318,7 @@ def cmd_ablate(args) -> int:
     axes = config_from_args(AblateConfig, args, merged["axes"], prefix="grid-")
     bench = config_from_args(BenchConfig, args, merged["bench"])
     data_cfg = config_from_args(DataConfig, args, merged["data"])
-    model_cfg = config_from_args(ModelConfig, args, merged["model"])
+    model_cfg = _model_config(args, merged["model"])
     check_device_settings(_setup(args), bench.precision, bench.cuda_graphs)  # even when jobs run elsewhere
     launcher = Launcher(args.launcher, cluster=args.cluster, timeout_min=args.timeout_min,
                         gpus_per_job=args.gpus_per_job, cpus_per_job=args.cpus_per_job, partition=args.partition)
@@ -323,7 +336,7 @@ def cmd_locality(args) -> int:
     merged = {k: {**preset.get(k, {}), **sec.get(k, {})} for k in ("data", "model", "locality")}
     merged["train"] = {**TRAIN_DEFAULTS, **preset.get("train", {}), **sec.get("train", {})}
     data_cfg = config_from_args(DataConfig, args, merged["data"])
-    model_cfg = config_from_args(ModelConfig, args, merged["model"])
+    model_cfg = _model_config(args, merged["model"])
     train_cfg = config_from_args(TrainConfig, args, merged["train"])
     loc = config_from_args(LocalityConfig, args, merged["locality"])
     if model_cfg.model != "fcn":
@@ -363,7 +376,7 @@ def cmd_sparsity_sweep(args) -> int:
     from .sweep import FINETUNE_DEFAULTS, PRESETS, SweepConfig, run_sweep
     device = _setup(args)
     c = _experiment_configs(args, PRESETS, FINETUNE_DEFAULTS, ("model", "sweep"))
-    model_cfg, cfg = config_from_args(ModelConfig, args, c["model"]), config_from_args(SweepConfig, args, c["sweep"])
+    model_cfg, cfg = _model_config(args, c["model"]), config_from_args(SweepConfig, args, c["sweep"])
     check_device_settings(device, c["train"].precision, c["train"].cuda_graphs, c["train"].compile)
     results, run = run_sweep(cfg, c["data"], model_cfg, c["train"], device, args.out, preset=args.preset, log=_say)
     _say(f"tables: {run.file('tables.md')}")
@@ -395,6 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model (natural or adversarial, dense or with --mask TICKET)")
     _common(p)
+    _parallel(p)
     p.add_argument("--mask", type=Path, help="ticket file from find-ticket: train that sparse subnetwork from its "
                                              "stored initial weights")
     for cls in (DataConfig, ModelConfig, TrainConfig, AttackConfig):
@@ -420,6 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("find-ticket", help="search a (boosting) ticket: train, prune, reset; IMP with --rounds; "
                                            "or a dual ticket with --method rst|rst-iter")
     _common(p)
+    _parallel(p)
     for cls in (DataConfig, ModelConfig):
         add_config_args(p, cls)
     add_config_args(p, TrainConfig, prefix="search-", title="search training (defaults: the paper's recipe for "

@@ -18,16 +18,12 @@ from typing import Any, Optional, Tuple
 
 import yaml
 
-from .errors import RobustLTHError
+from .errors import ConfigError  # noqa: F401  (re-exported; defined with the other error types)
 
 # Bump when the meaning of a hyperparameter changes, so old run directories are not reused by mistake.
 # 2: the LR is scaled linearly from a reference batch of 128; precision, channels_last and CUDA graphs are
 #    chosen per device unless given.
 SCHEMA_VERSION = 2
-
-
-class ConfigError(RobustLTHError, ValueError):
-    """A hyperparameter has a value that is not allowed; the message names the field."""
 
 
 def _check(cond: bool, name: str, value: Any, allowed: str) -> None:
@@ -130,9 +126,11 @@ def _plain(value: Any) -> Any:
 # ----------------------------------------------------------------------------------------------------
 # The hyperparameter groups.
 
-DATA_HELP = ("cifar10 (torchvision download to $ROBUSTLTH_DATA or ~/.cache/robustlth), npz:PATH "
-             "(uint8 NHWC arrays x_train,y_train,x_test,y_test), cifar10-jpeg:PATH (JPEG-bytes copy), "
+DATA_HELP = ("cifar10, cifar100 or svhn (torchvision download to $ROBUSTLTH_DATA or ~/.cache/robustlth), "
+             "npz:PATH (uint8 NHWC arrays x_train,y_train,x_test,y_test), cifar10-jpeg:PATH (JPEG-bytes copy), "
              "or synthetic")
+TORCHVISION_SOURCES = ("cifar10", "cifar100", "svhn")
+DATASETS = ("auto", "cifar10", "cifar100", "svhn", "custom")
 
 
 @dataclass(frozen=True)
@@ -143,12 +141,21 @@ class DataConfig(Config):
     val_size: int = field(default=0, metadata={"help": "images held out from train as a validation split"})
     data_seed: int = field(default=0, metadata={"help": "seed for subsetting and the validation split"})
     augment: bool = field(default=True, metadata={"help": "random crop (pad 4) and horizontal flip"})
+    dataset: str = field(default="auto", metadata={
+        "help": "what the images are, for class count, normalisation and flips: auto (the source's own; "
+                "cifar10 for synthetic and files), cifar10, cifar100, svhn, or custom (classes from the labels, "
+                "mean/std from the training images)"})
+    flips: Optional[bool] = field(default=None, metadata={
+        "help": "horizontal flips in augmentation (default: the dataset's choice; off for svhn)"})
 
     def validate(self) -> None:
         src = self.data
-        ok = src in ("cifar10", "synthetic") or (src.startswith(("npz:", "cifar10-jpeg:")) and ":" in src
+        _choice("dataset", self.dataset, DATASETS)
+        _check(self.dataset in ("auto", src) or src not in TORCHVISION_SOURCES, "dataset", self.dataset,
+               f"auto or {src} for --data {src}")
+        ok = src in (*TORCHVISION_SOURCES, "synthetic") or (src.startswith(("npz:", "cifar10-jpeg:")) and ":" in src
                                                   and len(src.split(":", 1)[1]) > 0)
-        _check(ok, "data", src, "cifar10, synthetic, npz:PATH or cifar10-jpeg:PATH")
+        _check(ok, "data", src, "cifar10, cifar100, svhn, synthetic, npz:PATH or cifar10-jpeg:PATH")
         for name in ("n_train", "n_test"):
             v = getattr(self, name)
             _check(v is None or v > 0, name, v, "a positive integer or none")
@@ -175,9 +182,8 @@ class ModelConfig(Config):
     model: str = field(default="vgg16", metadata={"help": "architecture name (see `robustlth models`)"})
     width: float = field(default=1.0, metadata={"help": "width multiplier for capacity ablations"})
 
-    def validate(self) -> None:
-        from .models import check_model_name
-        check_model_name(self.model)
+    def validate(self) -> None:  # the name is checked against the registry by `models.check_model_name`
+        _check(isinstance(self.model, str) and bool(self.model), "model", self.model, "an architecture name")
         _check(self.width > 0, "width", self.width, "a positive number")
 
 

@@ -6,7 +6,7 @@ from typing import Optional
 
 import torch
 
-from .config import ConfigError
+from .errors import ConfigError
 
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -24,6 +24,20 @@ def resolve_device(name: Optional[str] = "auto") -> torch.device:
         raise ConfigError(f"device {name!r} requested but CUDA is not available; use --device cpu")
     if device.type not in ("cpu", "cuda"):
         raise ConfigError(f"invalid device {name!r}: expected auto, cpu, cuda or cuda:N")
+    return device
+
+
+def device_for_rank(name: Optional[str], local_rank: int) -> torch.device:
+    """The device of one process of a data-parallel run: `auto`/`cuda` mean this node's GPU `local_rank`."""
+    device = resolve_device(name)
+    if device.type != "cuda":
+        return device
+    if device.index is None:
+        if local_rank >= torch.cuda.device_count():
+            raise ConfigError(f"process {local_rank} of this node has no GPU ({torch.cuda.device_count()} visible); "
+                              "start at most one process per GPU (torchrun --nproc_per_node)")
+        device = torch.device("cuda", local_rank)
+    torch.cuda.set_device(device)
     return device
 
 

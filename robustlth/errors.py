@@ -17,3 +17,7 @@ class RunLockedError(RobustLTHError):
 
 class UsageError(RobustLTHError, ValueError):
     """A command-line value or path that cannot work (an output folder that is a file, ...)."""
+
+
+class ConfigError(RobustLTHError, ValueError):
+    """A hyperparameter has a value that is not allowed; the message names the field."""

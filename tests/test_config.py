@@ -17,7 +17,7 @@ from robustlth.config import (AttackConfig, ConfigError, DataConfig, ModelConfig
     (AttackConfig, {"attack": "bim"}, "attack"),
     (DataConfig, {"data": "imagenet"}, "data"),
     (DataConfig, {"n_train": 0}, "n_train"),
-    (ModelConfig, {"model": "nosuch"}, "model"),
+    (ModelConfig, {"model": ""}, "model"),  # names are checked against the registry by models.check_model_name
     (ModelConfig, {"width": 0}, "width"),
 ])
 def test_validation_names_the_field(cls, kwargs, field):

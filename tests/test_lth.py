@@ -18,9 +18,9 @@ def test_early_stopping_iteration_is_the_minimum_validation_loss(monkeypatch):
                         lambda m, x, y: (torch.ones(4, dtype=torch.bool), torch.tensor(next(losses) * 4)))
     hook = EarlyStopEvaluator(model, torch.zeros(4, 3, 32, 32), torch.zeros(4, dtype=torch.long), every=10)
     name, w = next(iter(model.named_parameters()))
-    for it in range(1, 51):
+    for it in range(50):  # the trainer's 0-based step index
         with torch.no_grad():
-            w.fill_(it)  # the weights "after step it"
+            w.fill_(it + 1)  # the weights after it + 1 steps
         hook.on_iteration(None, it)
     assert [r["iteration"] for r in hook.records] == [10, 20, 30, 40, 50]
     assert hook.best_iteration == 40 and hook.best()["val_loss"] == 1.5

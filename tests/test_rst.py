@@ -67,7 +67,7 @@ def test_penalty_touches_only_the_weights_to_be_masked():
     squeezed = penalized_weights(dense_mask(model), keep)
     hook = RSTPenalty(model, squeezed, EtaSchedule(1.0, 0.5, 1, 0), CPU)
     assert hook.extra_loss(model).item() == 0.0  # η starts at 0
-    hook.on_iteration(None, 1)
+    hook.on_iteration(None, 0)  # after the first step (0-based): η for the second one
     loss = hook.extra_loss(model)
     weights = prunable_weights(model)
     expected = 0.5 * 0.5 * sum(float((w.detach()[squeezed[n]] ** 2).sum()) for n, w in weights.items())

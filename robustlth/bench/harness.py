@@ -17,6 +17,7 @@ from ..pruning import (TRANSFORM_DEFAULTS, RSTConfig, SearchSpec, default_search
 from ..runs import RunDir, environment
 from ..training import seed_everything, train
 from .config import BenchConfig
+from .metrics import final_metrics
 
 Log = Optional[Callable[[str], None]]
 
@@ -61,7 +62,7 @@ def _arm_setup(arm: str, b: BenchConfig, data_cfg, model_cfg, data, device, sear
     search_lr = b.search_lr if b.search_lr is not None else default_search_lr(model_cfg.model)
     if arm in ("dense", "fast_at"):
         seed_everything(b.seed)  # the same θ0 as the ticket search
-        model = build_model(model_cfg.model, model_cfg.width)
+        model = build_model(model_cfg.model, model_cfg.width, data.spec)
         if arm == "dense":
             return model, None, 0.0, _train_cfg(b, b.dense_epochs), arm_attack
         fast = AttackConfig(attack=b.fast_at_attack, eps=b.eps)
@@ -130,18 +131,6 @@ def time_to_target(curve: list[dict], target: float) -> Optional[float]:
         if point["pgd20"] is not None and point["pgd20"] >= target:
             return point["wall_clock"]
     return None
-
-
-def final_metrics(final: Optional[dict]) -> dict:
-    """Flat final test-set metrics: clean, each attack's cumulative robust accuracy, worst case (none: {})."""
-    if not final:
-        return {}
-    out = {"clean": final["clean"]}
-    for a in final["attacks"]:
-        out[a["name"]] = a["robust_after"]
-    out["worst_case"] = final["worst_case"]
-    out.update({k: v for k, v in final.items() if k.startswith("worst_case_first_")})
-    return out
 
 
 def headline(arms: dict, b: BenchConfig) -> dict:

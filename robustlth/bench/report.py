@@ -11,7 +11,7 @@ import pandas as pd
 from ..errors import UsageError
 from ..runs import atomic_write_text
 from ..safety import read_json
-from .harness import final_metrics
+from .metrics import final_metrics
 
 
 def arms_table(results: dict, run_name: str = "") -> pd.DataFrame:

@@ -3,6 +3,8 @@
 The uint8 images are moved to the device once. Each epoch draws its permutation, crop offsets and flips
 from a CPU generator seeded by (seed, epoch), so batches are identical on any device and a resumed run
 sees exactly the batches it would have seen. Crop and flip happen for a whole batch in one gather.
+Under data parallelism every rank draws the same permutation and takes its own slice of each global
+batch, so the ranks together see exactly the batches one process would.
 """
 from __future__ import annotations
 
@@ -20,11 +22,18 @@ class TrainLoader:
     """Shuffled, augmented batches of float images in [0, 1]."""
 
     def __init__(self, split: Split, batch_size: int, device: torch.device, seed: int, augment: bool = True,
-                 memory_format: torch.memory_format = torch.contiguous_format):
+                 memory_format: torch.memory_format = torch.contiguous_format, flips: bool = True,
+                 rank: int = 0, world_size: int = 1):
+        """`batch_size` is the global batch; rank `rank` of `world_size` gets its share of each one."""
         if len(split) < 1:
             raise ValueError("cannot build a loader over an empty split")
         self.batch_size = min(batch_size, len(split))
+        if self.batch_size % world_size:
+            raise ValueError(f"the batch of {self.batch_size} images does not split evenly over {world_size} "
+                             "processes; choose a batch size divisible by the number of processes")
+        self.shard = slice(rank * (self.batch_size // world_size), (rank + 1) * (self.batch_size // world_size))
         self.device, self.seed, self.augment, self.memory_format = device, seed, augment, memory_format
+        self.flips = flips
         x = split.x.to(device)
         self.x = F.pad(x, (PAD, PAD, PAD, PAD)) if augment else x
         self.y = split.y.to(device)
@@ -39,9 +48,11 @@ class TrainLoader:
         perm = torch.randperm(self.n, generator=g).to(self.device)
         if self.augment:
             shifts = torch.randint(0, 2 * PAD + 1, (self.n, 2), generator=g).to(self.device)
-            flips = (torch.rand(self.n, generator=g) < 0.5).to(self.device)
+            flips = (torch.rand(self.n, generator=g) < 0.5).to(self.device)  # drawn even when off: same stream
+            if not self.flips:
+                flips.zero_()
         for b in range(len(self)):
-            idx = perm[b * self.batch_size:(b + 1) * self.batch_size]
+            idx = perm[b * self.batch_size:(b + 1) * self.batch_size][self.shard]
             if self.augment:
                 xb = self._crop_flip(idx, shifts[idx], flips[idx])
             else:

@@ -14,13 +14,13 @@ import numpy as np
 import torch
 
 from ..config import DataConfig
+from ..datasets import CIFAR10, SPECS, DatasetSpec
 from ..errors import RobustLTHError
 
-NUM_CLASSES = 10
 IMAGE_SHAPE = (32, 32, 3)
-# Per-channel statistics of the CIFAR-10 training set, used inside the models (never in the data pipeline).
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+# CIFAR-10's values, kept for callers that predate dataset specs.
+NUM_CLASSES = CIFAR10.num_classes
+CIFAR10_MEAN, CIFAR10_STD = CIFAR10.mean, CIFAR10.std
 
 
 class DataError(RobustLTHError, ValueError):
@@ -42,6 +42,7 @@ class Dataset:
     test: Split
     val: Optional[Split]
     source: str
+    spec: DatasetSpec = CIFAR10
 
 
 def data_root() -> Path:
@@ -51,7 +52,9 @@ def data_root() -> Path:
 # ----------------------------------------------------------------------------------------------------
 # Validation.
 
-def validate_arrays(where: str, key_x: str, x: np.ndarray, key_y: str, y: np.ndarray) -> None:
+def validate_arrays(where: str, key_x: str, x: np.ndarray, key_y: str, y: np.ndarray,
+                    num_classes: Optional[int] = NUM_CLASSES) -> None:
+    """Checks images and labels; `num_classes=None` accepts any label >= 0 (a custom dataset)."""
     if x.dtype != np.uint8:
         raise DataError(f"{where}: key {key_x!r} has dtype {x.dtype}, expected uint8 images")
     if x.ndim != 4 or tuple(x.shape[1:]) != IMAGE_SHAPE:
@@ -61,8 +64,9 @@ def validate_arrays(where: str, key_x: str, x: np.ndarray, key_y: str, y: np.nda
                         "expected a 1-D integer label array")
     if y.shape[0] != x.shape[0]:
         raise DataError(f"{where}: key {key_y!r} has {y.shape[0]} labels but {key_x!r} has {x.shape[0]} images")
-    if y.size and (y.min() < 0 or y.max() >= NUM_CLASSES):
-        raise DataError(f"{where}: key {key_y!r} has labels in [{y.min()}, {y.max()}], expected 0..{NUM_CLASSES - 1}")
+    if y.size and (y.min() < 0 or (num_classes is not None and y.max() >= num_classes)):
+        top = "" if num_classes is None else num_classes - 1
+        raise DataError(f"{where}: key {key_y!r} has labels in [{y.min()}, {y.max()}], expected 0..{top}")
 
 
 def _to_split(x_nhwc: np.ndarray, y: np.ndarray) -> Split:
@@ -92,8 +96,8 @@ def _open_npz(path: Path, keys: tuple[str, ...]) -> dict:
 def load_npz(path: Path) -> tuple[Split, Split]:
     """uint8 NHWC arrays x_train, y_train, x_test, y_test (the exact-subset format)."""
     a = _open_npz(path, ("x_train", "y_train", "x_test", "y_test"))
-    for part in ("train", "test"):
-        validate_arrays(str(path), f"x_{part}", a[f"x_{part}"], f"y_{part}", a[f"y_{part}"])
+    for part in ("train", "test"):  # the class count is checked against the dataset spec in load_dataset
+        validate_arrays(str(path), f"x_{part}", a[f"x_{part}"], f"y_{part}", a[f"y_{part}"], num_classes=None)
     return _to_split(a["x_train"], a["y_train"]), _to_split(a["x_test"], a["y_test"])
 
 
@@ -129,43 +133,66 @@ def load_cifar10_jpeg(path: Path) -> tuple[Split, Split]:
     return splits[0], splits[1]
 
 
-def load_torchvision_cifar10() -> tuple[Split, Split]:
-    """torchvision's CIFAR-10, downloaded once into the cache directory."""
-    from torchvision.datasets import CIFAR10
+_TORCHVISION = {"cifar10": ("CIFAR10", "CIFAR-10", "cifar-10-batches-py"),
+                "cifar100": ("CIFAR100", "CIFAR-100", "cifar-100-python"),
+                "svhn": ("SVHN", "SVHN", "train_32x32.mat and test_32x32.mat")}
+
+
+def _torchvision_sets(name: str, download: bool) -> list:
+    import torchvision.datasets as tvd
+    cls = getattr(tvd, _TORCHVISION[name][0])
+    root = str(data_root())
+    if name == "svhn":
+        return [cls(root, split=s, download=download) for s in ("train", "test")]
+    return [cls(root, train=t, download=download) for t in (True, False)]
+
+
+def load_torchvision(name: str) -> tuple[Split, Split]:
+    """torchvision's CIFAR-10, CIFAR-100 or SVHN, downloaded once into the cache directory."""
+    cls_name, title, files = _TORCHVISION[name]
     root = data_root()
     try:
-        sets = [CIFAR10(str(root), train=t, download=False) for t in (True, False)]
+        sets = _torchvision_sets(name, download=False)
     except RuntimeError:
         try:
             root.mkdir(parents=True, exist_ok=True)
-            sets = [CIFAR10(str(root), train=t, download=True) for t in (True, False)]
+            sets = _torchvision_sets(name, download=True)
         except Exception as e:
+            how = "split='train'" if name == "svhn" else "train=True"
             raise DataError(
-                f"CIFAR-10 is not in {root} and could not be downloaded ({type(e).__name__}: {e}). "
+                f"{title} is not in {root} and could not be downloaded ({type(e).__name__}: {e}). "
                 "Download it on a machine with internet (python -c \"import torchvision; "
-                f"torchvision.datasets.CIFAR10('{root}', download=True)\") and copy it there, set "
-                "ROBUSTLTH_DATA to a folder that holds cifar-10-batches-py, or use --data npz:PATH / "
-                "--data cifar10-jpeg:PATH for a local copy.") from None
+                f"torchvision.datasets.{cls_name}('{root}', {how}, download=True)\" and the test split) and copy "
+                f"it there, set ROBUSTLTH_DATA to a folder that holds {files}, or use --data npz:PATH for a "
+                "local copy.") from None
     out = []
     for s in sets:
-        x, y = np.asarray(s.data), np.asarray(s.targets, dtype=np.int64)
-        validate_arrays(f"{root}/cifar-10-batches-py", "data", x, "targets", y)
+        if name == "svhn":  # stored NCHW with labels 0..9
+            x, y = np.asarray(s.data).transpose(0, 2, 3, 1), np.asarray(s.labels, dtype=np.int64)
+        else:
+            x, y = np.asarray(s.data), np.asarray(s.targets, dtype=np.int64)
+        validate_arrays(f"{root}/{files}", "data", x, "targets", y, SPECS[name].num_classes)
         out.append(_to_split(x, y))
     return out[0], out[1]
 
 
-def make_synthetic(n_train: int = 2000, n_test: int = 500, seed: int = 1234) -> tuple[Split, Split]:
+def load_torchvision_cifar10() -> tuple[Split, Split]:
+    return load_torchvision("cifar10")
+
+
+def make_synthetic(n_train: int = 2000, n_test: int = 500, seed: int = 1234,
+                   num_classes: int = NUM_CLASSES) -> tuple[Split, Split]:
     """Class-separable 32x32x3 images: grey plus a faint blocky class template plus pixel noise.
 
     The template amplitude (0.25) is small enough that a naturally trained network is not robust at
     ε = 8/255, so adversarial training has something to show even on this data.
     """
     rng = np.random.default_rng(seed)
-    coarse = rng.uniform(-1, 1, size=(NUM_CLASSES, 3, 4, 4))
+    coarse = rng.uniform(-1, 1, size=(num_classes, 3, 4, 4))
     templates = coarse.repeat(8, axis=2).repeat(8, axis=3)  # (C, 3, 32, 32)
 
     def sample(n: int) -> Split:
-        y = np.arange(n) % NUM_CLASSES
+        y = np.arange(n) % num_classes
         rng.shuffle(y)
         x = 0.5 + 0.25 * templates[y] + rng.normal(0, 0.2, size=(n, 3, 32, 32))
         x = np.clip(np.rint(x * 255), 0, 255).astype(np.uint8)
@@ -203,12 +230,39 @@ def _take(split: Split, idx: np.ndarray) -> Split:
     return Split(split.x[t], split.y[t])
 
 
+def dataset_spec(cfg: DataConfig, train: Optional[Split] = None, test: Optional[Split] = None) -> DatasetSpec:
+    """The spec `cfg` names; for `custom` it is measured from the splits: classes from the labels, mean and
+    std from the training images."""
+    name = cfg.dataset
+    if name == "auto":
+        name = cfg.data if cfg.data in SPECS else "cifar10"
+    if name == "custom":
+        if train is None:
+            raise DataError(f"the spec of custom dataset {cfg.data} needs its images")
+        k = max(int(train.y.max()), int(test.y.max()) if test is not None and len(test) else 0) + 1
+        x = train.x.double().div_(255)
+        spec = DatasetSpec("custom", max(k, 2), tuple(x.mean((0, 2, 3)).tolist()),
+                           tuple(x.std((0, 2, 3)).clamp_min(1e-3).tolist()))
+    else:
+        spec = SPECS[name]
+    if cfg.flips is not None and cfg.flips != spec.flips:
+        spec = DatasetSpec(spec.name, spec.num_classes, spec.mean, spec.std, spec.image_size, spec.channels,
+                           cfg.flips)
+    for part, split in (("train", train), ("test", test)):
+        if split is not None and len(split) and int(split.y.max()) >= spec.num_classes:
+            raise DataError(f"{cfg.data}: key 'y_{part}' has labels in [{int(split.y.min())}, {int(split.y.max())}], "
+                            f"expected 0..{spec.num_classes - 1} for dataset {spec.name}; for data of your own with "
+                            "other classes pass --dataset custom")
+    return spec
+
+
 def load_dataset(cfg: DataConfig) -> Dataset:
     src = cfg.data
-    if src == "cifar10":
-        train, test = load_torchvision_cifar10()
+    if src in SPECS:
+        train, test = load_torchvision(src)
     elif src == "synthetic":
-        train, test = make_synthetic((cfg.n_train or 2000) + cfg.val_size, cfg.n_test or 500)
+        k = dataset_spec(cfg).num_classes if cfg.dataset != "custom" else NUM_CLASSES
+        train, test = make_synthetic((cfg.n_train or 2000) + cfg.val_size, cfg.n_test or 500, num_classes=k)
     elif src.startswith("npz:"):
         train, test = load_npz(Path(src[4:]).expanduser())
     elif src.startswith("cifar10-jpeg:"):
@@ -216,6 +270,7 @@ def load_dataset(cfg: DataConfig) -> Dataset:
     else:  # DataConfig validation makes this unreachable
         raise DataError(f"unknown data source {src!r}")
 
+    spec = dataset_spec(cfg, train, test)  # from the full splits, so subsetting never changes it
     rng = np.random.default_rng(cfg.data_seed)
     val = None
     if cfg.val_size:
@@ -233,4 +288,4 @@ def load_dataset(cfg: DataConfig) -> Dataset:
         test = _take(test, balanced_indices(test.y, cfg.n_test, rng))
     elif cfg.n_test is not None and cfg.n_test > len(test):
         raise DataError(f"n_test={cfg.n_test} but {src} has only {len(test)} test images")
-    return Dataset(train=train, test=test, val=val, source=src)
+    return Dataset(train=train, test=test, val=val, source=src, spec=spec)

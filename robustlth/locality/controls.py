@@ -11,7 +11,7 @@ def train_fraction(data: Dataset, fraction: float, seed: int = 0) -> Dataset:
     """A class-balanced random `fraction` of the training images; validation and test sets unchanged."""
     n = max(NUM_CLASSES, int(round(fraction * len(data.train))))
     idx = torch.from_numpy(balanced_indices(data.train.y, n, np.random.default_rng(seed)))
-    return Dataset(Split(data.train.x[idx], data.train.y[idx]), data.test, data.val, data.source)
+    return Dataset(Split(data.train.x[idx], data.train.y[idx]), data.test, data.val, data.source, data.spec)
 
 
 def superclass_map(k: int, seed: int = 0) -> torch.Tensor:
@@ -29,4 +29,4 @@ def merge_labels(data: Dataset, k: int, seed: int = 0) -> Dataset:
 
     def relabel(split):
         return None if split is None else Split(split.x, mapping[split.y])
-    return Dataset(relabel(data.train), relabel(data.test), relabel(data.val), data.source)
+    return Dataset(relabel(data.train), relabel(data.test), relabel(data.val), data.source, data.spec)

@@ -89,7 +89,7 @@ def run_imp(model_cfg: ModelConfig, cfg: TrainConfig, loc: LocalityConfig, data:
     the stopping rule holds for the new mask or after `loc.max_rounds` pruned rounds. Returns one summary per
     trained round; the last one says why IMP stopped."""
     seed_everything(cfg.seed)
-    model = build_model(model_cfg.model, model_cfg.width).to(device)
+    model = build_model(model_cfg.model, model_cfg.width, data.spec).to(device)
     start, mask = {k: v.clone() for k, v in model.state_dict().items()}, None
     strategy = Layerwise(output_rate=0.0)
     rounds: list[dict] = []

@@ -110,7 +110,7 @@ def run_locality(data_cfg: DataConfig, model_cfg: ModelConfig, cfg: TrainConfig,
     run = RunDir.create(root, "locality", config_hash("locality", sections), config, device, cfg.seed)
     rounds, imp_dir = imp_run(data_cfg, model_cfg, cfg, loc, data, {}, root, device, log)
     best = best_round(rounds)["round"]
-    model = build_model(model_cfg.model, model_cfg.width)
+    model = build_model(model_cfg.model, model_cfg.width, data.spec)
     masks = {"imp": _mask_of(imp_dir, best, model), "dense": dense_mask(model)}
     summaries = {"imp": rounds[best], "dense": rounds[0]}
     stage_dirs = {"imp": imp_dir.path / f"round_{best}", "dense": imp_dir.path / "round_0"}

@@ -23,11 +23,12 @@ class EarlyStopEvaluator(StepHook):
         self.best_state: Optional[dict] = None
 
     def on_iteration(self, ctx, iteration: int) -> None:
-        if iteration % self.every == 0:
-            self.evaluate(iteration)
+        """After optimiser step `iteration` (0-based); records count the steps done (iteration + 1)."""
+        if (iteration + 1) % self.every == 0:
+            self.evaluate(iteration + 1)
 
     def finish(self, iteration: int) -> None:
-        """Evaluate the last iteration too, unless it already was."""
+        """Evaluate after `iteration` steps (the last) too, unless that was done."""
         if not self.records or self.records[-1]["iteration"] != iteration:
             self.evaluate(iteration)
 

@@ -19,7 +19,7 @@ from ..evaluate import predict, robust_flags
 from ..models import build_model
 from ..pruning.masks import count, dense_mask, output_layer, prunable_weights
 from ..pruning.strategies import Layerwise, RandomPruning
-from ..pruning.ticket import Ticket, load_ticket, save_ticket, ticket_model
+from ..pruning.ticket import Ticket, load_ticket, save_ticket, ticket_data_spec, ticket_model
 from ..runs import RunDir, environment
 from ..training import train
 from .config import LTHConfig
@@ -28,10 +28,11 @@ from .evaluator import EarlyStopEvaluator
 Log = Optional[Callable[[str], None]]
 
 
-def initial_state(model_name: str, width: float, seed: int, init: str) -> dict:
-    """θ0 of `model_name` for `seed`: Glorot normal weights and zero biases (the paper), or PyTorch's init."""
+def initial_state(model_name: str, width: float, seed: int, init: str, spec=None) -> dict:
+    """θ0 of `model_name` for `seed` (and the data `spec`): Glorot normal weights and zero biases (the paper),
+    or PyTorch's init."""
     torch.manual_seed(seed)
-    model = build_model(model_name, width)
+    model = build_model(model_name, width) if spec is None else build_model(model_name, width, spec)
     if init == "glorot":
         g = torch.Generator().manual_seed(seed)
         with torch.no_grad():
@@ -99,10 +100,11 @@ def run_lth(cfg: LTHConfig, data_cfg: DataConfig, train_cfg: TrainConfig, device
 
 def imp_series(ctx: Context, model_name: str, seed: int, root: Path) -> list[dict]:
     cfg = ctx.cfg
-    theta0 = initial_state(model_name, cfg.width, seed, cfg.init)
-    meta = {"model": model_name, "width": cfg.width}
+    spec = ctx.data.spec
+    theta0 = initial_state(model_name, cfg.width, seed, cfg.init, spec)
+    meta = {"model": model_name, "width": cfg.width, "data_spec": spec.to_dict()}
     source, other = halves(ctx.data, seed) if cfg.transfer else (ctx.data, None)
-    model = build_model(model_name, cfg.width)
+    model = build_model(model_name, cfg.width, spec)
     rates = layer_rates(model, cfg, model_name)
     rows = []
     for r in range(cfg.rounds + 1):
@@ -133,7 +135,7 @@ def imp_series(ctx: Context, model_name: str, seed: int, root: Path) -> list[dic
 
 
 def _reinit(ticket: Ticket, model_name: str, cfg: LTHConfig, seed: int, r: int) -> Ticket:
-    state = initial_state(model_name, cfg.width, 10_000 + seed * 1000 + r, cfg.init)
+    state = initial_state(model_name, cfg.width, 10_000 + seed * 1000 + r, cfg.init, ticket_data_spec(ticket))
     return Ticket(dict(ticket.mask), state, {**ticket.meta, "control": "reinit"})
 
 

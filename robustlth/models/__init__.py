@@ -6,7 +6,8 @@ from typing import Callable
 
 import torch.nn as nn
 
-from ..config import ConfigError
+from ..datasets import CIFAR10, DatasetSpec
+from ..errors import ConfigError
 from .common import Normalized
 from .resnet import PreActResNet18, ResNet18
 from .small import CNN6, FCN, ConvNet, LeNet300
@@ -15,16 +16,17 @@ from .wrn import WideResNet
 
 _WRN = re.compile(r"^wrn-(\d+)-(\d+)$")
 
-REGISTRY: dict[str, Callable[[float], nn.Module]] = {
-    **{name: (lambda width, name=name: VGG(name, width)) for name in VGG_CONFIGS},
-    "resnet18": lambda width: ResNet18(width),
-    "preactresnet18": lambda width: PreActResNet18(width),
-    "conv2": lambda width: ConvNet(2, width),
-    "conv4": lambda width: ConvNet(4, width),
-    "conv6": lambda width: ConvNet(6, width),
-    "cnn6": lambda width: CNN6(width),
-    "lenet300": lambda width: LeNet300(width),
-    "fcn": lambda width: FCN(width),
+# Each entry builds the bare network for a width multiplier and a class count (inputs are 3x32x32).
+REGISTRY: dict[str, Callable[..., nn.Module]] = {
+    **{name: (lambda width, num_classes=10, name=name: VGG(name, width, num_classes)) for name in VGG_CONFIGS},
+    "resnet18": lambda width, num_classes=10: ResNet18(width, num_classes),
+    "preactresnet18": lambda width, num_classes=10: PreActResNet18(width, num_classes),
+    "conv2": lambda width, num_classes=10: ConvNet(2, width, num_classes),
+    "conv4": lambda width, num_classes=10: ConvNet(4, width, num_classes),
+    "conv6": lambda width, num_classes=10: ConvNet(6, width, num_classes),
+    "cnn6": lambda width, num_classes=10: CNN6(width, num_classes),
+    "lenet300": lambda width, num_classes=10: LeNet300(width, num_classes),
+    "fcn": lambda width, num_classes=10: FCN(width, num_classes),
 }
 # WideResNets are named wrn-DEPTH-WIDEN (depth = 6n + 4); these are the ones listed by `robustlth models`.
 WRN_EXAMPLES = ("wrn-16-4", "wrn-28-10", "wrn-34-10")
@@ -47,12 +49,17 @@ def check_model_name(name: str) -> None:
                           "and wrn-DEPTH-WIDEN (e.g. " + ", ".join(WRN_EXAMPLES) + ")")
 
 
-def build_model(name: str, width: float = 1.0) -> nn.Module:
-    """A fresh model, wrapped so it normalises its [0, 1] input."""
+def build_model(name: str, width: float = 1.0, spec: DatasetSpec = CIFAR10) -> nn.Module:
+    """A fresh model for the data `spec` describes (its class count, normalisation), wrapped so it
+    normalises its [0, 1] input."""
     check_model_name(name)
+    if (spec.channels, spec.image_size) != (3, 32):
+        raise ConfigError(f"dataset {spec.name!r} has {spec.channels}x{spec.image_size}x{spec.image_size} images; "
+                          "the models take 3x32x32")
     m = _WRN.match(name)
-    net = WideResNet(int(m.group(1)), int(m.group(2)), width) if m else REGISTRY[name](width)
-    return Normalized(net)
+    k = spec.num_classes
+    net = WideResNet(int(m.group(1)), int(m.group(2)), width, k) if m else REGISTRY[name](width, k)
+    return Normalized(net, spec.mean, spec.std)
 
 
 def count_parameters(model: nn.Module) -> int:

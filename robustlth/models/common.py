@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..data.sources import CIFAR10_MEAN, CIFAR10_STD
+from ..datasets import CIFAR10
 
 
 def scaled(channels: int, width: float) -> int:
@@ -18,7 +18,7 @@ class Normalized(nn.Module):
     Keeping the normalisation inside the model means attacks and ε always live in [0, 1] pixel space.
     """
 
-    def __init__(self, net: nn.Module, mean=CIFAR10_MEAN, std=CIFAR10_STD):
+    def __init__(self, net: nn.Module, mean=CIFAR10.mean, std=CIFAR10.std):
         super().__init__()
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))

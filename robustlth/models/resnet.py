@@ -68,9 +68,9 @@ class _ResNet(nn.Module):
         return self.linear(F.adaptive_avg_pool2d(out, 1).flatten(1))
 
 
-def ResNet18(width: float = 1.0) -> nn.Module:
-    return _ResNet(BasicBlock, width, preact=False)
+def ResNet18(width: float = 1.0, num_classes: int = 10) -> nn.Module:
+    return _ResNet(BasicBlock, width, preact=False, num_classes=num_classes)
 
 
-def PreActResNet18(width: float = 1.0) -> nn.Module:
-    return _ResNet(PreActBlock, width, preact=True)
+def PreActResNet18(width: float = 1.0, num_classes: int = 10) -> nn.Module:
+    return _ResNet(PreActBlock, width, preact=True, num_classes=num_classes)

@@ -8,13 +8,13 @@ from ..config import ConfigError
 from ..models import build_model
 from .masks import prunable_weights
 from .strategies import RandomPruning
-from .ticket import Ticket
+from .ticket import Ticket, ticket_data_spec
 
 
 def reinit(ticket: Ticket, seed: int) -> Ticket:
     """Same mask, fresh initial weights from another seed."""
     torch.manual_seed(seed)
-    model = build_model(ticket.meta["model"], ticket.meta["width"])
+    model = build_model(ticket.meta["model"], ticket.meta["width"], ticket_data_spec(ticket))
     return Ticket(dict(ticket.mask), model.state_dict(), {**ticket.meta, "control": "reinit", "control_seed": seed})
 
 
@@ -27,7 +27,7 @@ def random_prune(ticket: Ticket, seed: int, scope: str = "layerwise") -> Ticket:
 
 def perturb(ticket: Ticket, k: float, seed: int) -> Ticket:
     """Gaussian noise of k·σ added to each prunable layer's initial weights (σ: that layer's weight std)."""
-    model = build_model(ticket.meta["model"], ticket.meta["width"])
+    model = build_model(ticket.meta["model"], ticket.meta["width"], ticket_data_spec(ticket))
     g = torch.Generator().manual_seed(seed)
     state = {n: v.clone() for n, v in ticket.state_dict.items()}
     for name in prunable_weights(model):

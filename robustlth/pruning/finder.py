@@ -15,7 +15,7 @@ from ..config import AttackConfig, ConfigError, DataConfig, ModelConfig, PruneCo
 from ..data import Dataset, load_dataset
 from ..models import build_model
 from ..runs import RunDir
-from ..training import seed_everything, train
+from ..training import RunContext, seed_everything, train
 from .rst import RSTConfig
 from .masks import dense_mask, full_mask, prunable_weights, sparsity_report
 from .strategies import make_strategy
@@ -125,15 +125,19 @@ def check_layers(report: dict, p: PruneConfig, r: int, log: Optional[Callable[[s
 
 
 def find_ticket(spec: SearchSpec, device: torch.device, root: str | Path = "runs", data: Optional[Dataset] = None,
-                progress: bool = False, log: Optional[Callable[[str], None]] = None) -> tuple[Ticket, RunDir]:
+                progress: bool = False, log: Optional[Callable[[str], None]] = None,
+                ctx: Optional[RunContext] = None) -> tuple[Ticket, RunDir]:
     """Run (or resume) the search described by `spec`; returns the final ticket and its run directory.
 
     Everything checkable is checked before any directory is written. A round is done when its summary.json
     (written after its ticket.pt) exists; a round without one is redone, resuming its training checkpoint.
+    Under data parallelism (`ctx`) every process trains and prunes alike; only the primary one writes.
     """
+    ctx = ctx if ctx is not None else RunContext(device)
+    log = log if ctx.is_primary else None
     if spec.rst is not None:
         from .rst_search import find_rst_ticket
-        return find_rst_ticket(spec, device, root, data, progress, log)
+        return find_rst_ticket(spec, device, root, data, progress, log, ctx)
     final = Path(root) / f"ticket_{spec.hash()}" / "ticket.pt"
     if final.exists():  # written last: the whole search is on disk
         ticket = load_ticket(final)
@@ -144,14 +148,15 @@ def find_ticket(spec: SearchSpec, device: torch.device, root: str | Path = "runs
     p = spec.prune
     strategy = make_strategy(p.strategy, p.output_rate, p.dense_layers, p.prune_seed)
     seed_everything(spec.search.seed)
-    model = build_model(spec.model.model, spec.model.width)
+    model = build_model(spec.model.model, spec.model.width, data.spec)
     check_search(spec, model, data)
-    run = RunDir.create(root, "ticket", spec.hash(), spec.to_dict(), device, spec.search.seed)
-    with run.lock():
-        return _search(spec, model, data, strategy, run, device, root, progress, log), run
+    run = ctx.open_run(root, "ticket", spec.hash(), spec.to_dict(), spec.search.seed)
+    with ctx.hold(run):
+        return _search(spec, model, data, strategy, run, ctx, root, progress, log), run
 
 
-def _search(spec: SearchSpec, model, data: Dataset, strategy, run: RunDir, device, root, progress, log) -> Ticket:
+def _search(spec: SearchSpec, model, data: Dataset, strategy, run: RunDir, ctx: RunContext, root, progress,
+            log) -> Ticket:
     p = spec.prune
     theta0 = {k: v.clone() for k, v in model.state_dict().items()}
     mask = dense_mask(model)
@@ -167,10 +172,10 @@ def _search(spec: SearchSpec, model, data: Dataset, strategy, run: RunDir, devic
         model.load_state_dict(start_state)
         # Round 1 trains the dense network: shared by every ticket with the same search training, so it is
         # locked against a second search that needs it at the same time. Later rounds live in the locked run.
-        train_dir = RunDir.create(root, "search", spec.training_hash(), spec.to_dict(), device,
-                                  spec.search.seed) if r == 1 else rdir
-        with train_dir.lock() if r == 1 else contextlib.nullcontext():
-            result = train(model, data, spec.search, spec.attack, device, run=train_dir,
+        train_dir = ctx.open_run(root, "search", spec.training_hash(), spec.to_dict(),
+                                 spec.search.seed) if r == 1 else rdir
+        with ctx.hold(train_dir) if r == 1 else contextlib.nullcontext():
+            result = train(model, data, spec.search, spec.attack, ctx=ctx.with_run_dir(train_dir),
                            mask=full_mask(model, mask) if r > 1 else None,
                            rewind_iteration=rewind_k if (r == 1 and rewind_k > 0) else None,
                            augment=spec.data.augment, progress=progress, log=log)
@@ -189,15 +194,20 @@ def _search(spec: SearchSpec, model, data: Dataset, strategy, run: RunDir, devic
         meta = {"model": spec.model.model, "width": spec.model.width, "strategy": p.strategy, "ratio": p.ratio,
                 "round": r, "rounds": p.rounds, "rewind_iteration": rewind_k, "seed": spec.search.seed,
                 "search_lr": spec.search.lr, "search_attack": spec.attack.attack, "search_epochs": spec.search.epochs,
-                "search_time": search_time, "search": spec.to_dict(), "hash": spec.hash()}
-        save_ticket(rdir.file("ticket.pt"), Ticket(mask, start_state, meta))
-        rdir.write_json("summary.json", summary)  # commits the round
+                "search_time": search_time, "search": spec.to_dict(), "hash": spec.hash(),
+                "data_spec": data.spec.to_dict()}
+        if ctx.is_primary:
+            save_ticket(rdir.file("ticket.pt"), Ticket(mask, start_state, meta))
+            rdir.write_json("summary.json", summary)  # commits the round
+        ctx.barrier()
         rounds.append(summary)
         if log:
             log(f"round {r}/{p.rounds}: sparsity {report['sparsity']:.4f}, search time {search_time:.1f}s")
     ticket = load_ticket(run.path / f"round_{p.rounds}" / "ticket.pt")
-    run.write_json("summary.json", {"rounds": rounds, "search_time": search_time,
-                                    "sparsity": ticket.sparsity()["sparsity"],
-                                    "layer_density": layer_density(ticket.sparsity())})
-    save_ticket(run.file("ticket.pt"), ticket)  # commits the search
+    if ctx.is_primary:
+        run.write_json("summary.json", {"rounds": rounds, "search_time": search_time,
+                                        "sparsity": ticket.sparsity()["sparsity"],
+                                        "layer_density": layer_density(ticket.sparsity())})
+        save_ticket(run.file("ticket.pt"), ticket)  # commits the search
+    ctx.barrier()
     return ticket

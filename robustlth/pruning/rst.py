@@ -115,7 +115,7 @@ class RSTPenalty(StepHook):
                 self.params.append(params[name])
                 self.masks.append(m.to(device=device, dtype=params[name].dtype))
         self.schedule = schedule
-        self.iteration = 0
+        self.iteration = 0  # optimiser steps done
         self._value = schedule.at(0)
         self.eta = torch.full((), self._value, device=device)
 
@@ -126,9 +126,9 @@ class RSTPenalty(StepHook):
         return 0.5 * self.eta * total
 
     def on_iteration(self, ctx, iteration: int) -> None:
-        """`iteration`: optimiser steps done so far; η for the next step."""
-        self.iteration = iteration
-        self._set(self.schedule.at(iteration))
+        """After optimiser step `iteration` (0-based): η for the next step, after iteration + 1 steps."""
+        self.iteration = iteration + 1
+        self._set(self.schedule.at(self.iteration))
 
     def _set(self, value: float) -> None:
         if value != self._value:

@@ -14,7 +14,7 @@ from ..config import ConfigError
 from ..data import Dataset, load_dataset
 from ..models import build_model
 from ..runs import RunDir
-from ..training import seed_everything, train
+from ..training import RunContext, seed_everything, train
 from .masks import Mask, apply_mask, dense_mask, full_mask, sparsity_report
 from .rst import RSTPenalty, cycle_sparsities, end_layers, penalized_weights, random_pick
 from .ticket import Ticket, load_ticket, save_ticket
@@ -45,8 +45,10 @@ def check_rst(spec, model, data: Dataset) -> list[str]:
 
 
 def find_rst_ticket(spec, device: torch.device, root: str | Path = "runs", data: Optional[Dataset] = None,
-                    progress: bool = False, log: Log = None) -> tuple[Ticket, RunDir]:
-    """Run (or resume) the RST / RST-Iter search in `spec` (a `SearchSpec` with `rst` set)."""
+                    progress: bool = False, log: Log = None, ctx: Optional[RunContext] = None) -> tuple[Ticket, RunDir]:
+    """Run (or resume) the RST / RST-Iter search in `spec` (a `SearchSpec` with `rst` set). Under data
+    parallelism (`ctx`) every process transforms alike; only the primary one writes."""
+    ctx = ctx if ctx is not None else RunContext(device)
     final = Path(root) / f"ticket_{spec.hash()}" / "ticket.pt"
     if final.exists():
         if log:
@@ -54,14 +56,15 @@ def find_rst_ticket(spec, device: torch.device, root: str | Path = "runs", data:
         return load_ticket(final), RunDir(final.parent)
     data = data if data is not None else load_dataset(spec.data)
     seed_everything(spec.search.seed)
-    model = build_model(spec.model.model, spec.model.width)
+    model = build_model(spec.model.model, spec.model.width, data.spec)
     dense_layers = check_rst(spec, model, data)
-    run = RunDir.create(root, "ticket", spec.hash(), spec.to_dict(), device, spec.search.seed)
-    with run.lock():
-        return _transform(spec, model, data, dense_layers, run, device, progress, log), run
+    run = ctx.open_run(root, "ticket", spec.hash(), spec.to_dict(), spec.search.seed)
+    with ctx.hold(run):
+        return _transform(spec, model, data, dense_layers, run, ctx, progress, log), run
 
 
-def _transform(spec, model, data: Dataset, dense_layers: list[str], run: RunDir, device, progress, log) -> Ticket:
+def _transform(spec, model, data: Dataset, dense_layers: list[str], run: RunDir, ctx: RunContext, progress,
+               log) -> Ticket:
     rst, p = spec.rst, spec.prune
     schedule = rst.schedule()
     per_epoch = len(data.train) // min(spec.search.batch_size, len(data.train))
@@ -82,8 +85,8 @@ def _transform(spec, model, data: Dataset, dense_layers: list[str], run: RunDir,
         squeezed = penalized_weights(mask if mask is not None else dense_mask(model), new)
         model.load_state_dict(state)
         rms_before = _rms(model, squeezed)
-        hook = RSTPenalty(model, squeezed, schedule, device)
-        result = train(model, data, cfg, spec.attack, device, run=cdir,
+        hook = RSTPenalty(model, squeezed, schedule, ctx.device)
+        result = train(model, data, cfg, spec.attack, ctx=ctx.with_run_dir(cdir),
                        mask=full_mask(model, mask) if mask is not None else None, augment=spec.data.augment,
                        progress=progress, log=log, step_hooks=[hook])
         rms_after, kept_rms = _rms(model, squeezed), _rms(model, new)
@@ -102,15 +105,20 @@ def _transform(spec, model, data: Dataset, dense_layers: list[str], run: RunDir,
                 "seed": spec.search.seed, "prune_seed": p.prune_seed, "dense_layers": dense_layers,
                 "schedule": schedule.describe(), "transform_iterations": cfg.epochs * per_epoch,
                 "search_lr": spec.search.lr, "search_attack": spec.attack.attack, "search_epochs": cfg.epochs,
-                "search_time": search_time, "retrain_warmup": False, "search": spec.to_dict(), "hash": spec.hash()}
-        save_ticket(cdir.file("ticket.pt"), Ticket(mask, state, meta))
-        cdir.write_json("summary.json", summary)  # commits the cycle
+                "search_time": search_time, "retrain_warmup": False, "search": spec.to_dict(), "hash": spec.hash(),
+                "data_spec": data.spec.to_dict()}
+        if ctx.is_primary:
+            save_ticket(cdir.file("ticket.pt"), Ticket(mask, state, meta))
+            cdir.write_json("summary.json", summary)  # commits the cycle
+        ctx.barrier()
         cycles.append(summary)
         if log:
             log(f"{rst.method} cycle {c}/{n}: sparsity {report['sparsity']:.4f}, squeezed weights' RMS "
                 f"{rms_before:.4g} -> {rms_after:.4g} (kept {kept_rms:.4g}), {result.train_time:.1f}s")
     ticket = load_ticket(run.path / f"cycle_{n}" / "ticket.pt")
-    run.write_json("summary.json", {"method": rst.method, "cycles": cycles, "search_time": search_time,
-                                    "sparsity": ticket.sparsity()["sparsity"], "schedule": schedule.describe()})
-    save_ticket(run.file("ticket.pt"), ticket)  # commits the search
+    if ctx.is_primary:
+        run.write_json("summary.json", {"method": rst.method, "cycles": cycles, "search_time": search_time,
+                                        "sparsity": ticket.sparsity()["sparsity"], "schedule": schedule.describe()})
+        save_ticket(run.file("ticket.pt"), ticket)  # commits the search
+    ctx.barrier()
     return ticket

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from ..datasets import DatasetSpec
 from ..errors import FileFormatError, RobustLTHError
 from ..runs import atomic_torch_save
 from ..safety import safe_torch_load
@@ -69,12 +70,17 @@ def load_ticket(path: str | Path) -> Ticket:
     return Ticket(obj["mask"], obj["state_dict"], obj["meta"])
 
 
+def ticket_data_spec(ticket: Ticket) -> DatasetSpec:
+    """The dataset the ticket was found on (tickets from before specs were recorded: CIFAR-10)."""
+    return DatasetSpec.from_dict(ticket.meta.get("data_spec"))
+
+
 def ticket_model(ticket: Ticket) -> nn.Module:
     """A model of the ticket's architecture holding the ticket's starting weights, masked."""
     from ..models import build_model
     from .masks import apply_mask
     try:
-        model = build_model(ticket.meta["model"], ticket.meta["width"])
+        model = build_model(ticket.meta["model"], ticket.meta["width"], ticket_data_spec(ticket))
         check_mask(model, ticket.mask)
         model.load_state_dict(ticket.state_dict)
     except (ValueError, RuntimeError, TypeError) as e:

@@ -65,9 +65,9 @@ def run_sweep(cfg: SweepConfig, data_cfg: DataConfig, model_cfg: ModelConfig, tr
 def seed_series(ctx: Context, seed: int, root: Path) -> list[dict]:
     cfg, m = ctx.cfg, ctx.model_cfg
     seed_everything(seed)
-    model = build_model(m.model, m.width)
+    model = build_model(m.model, m.width, ctx.data.spec)
     theta0 = {k: v.clone() for k, v in model.state_dict().items()}
-    meta = {"model": m.model, "width": m.width}
+    meta = {"model": m.model, "width": m.width, "data_spec": ctx.data.spec.to_dict()}
     dense_layers = list(end_layers(model)) if cfg.ends_dense else []
     rows = []
 

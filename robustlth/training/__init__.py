@@ -1,7 +1,9 @@
-"""Training engine: schedules, sparse-mask enforcement, checkpointed adversarial training."""
+"""Training engine: schedules, hooks, the run context, checkpointed adversarial training."""
+from .context import RunContext
+from .hooks import EpochHook, MaskEnforcer, StepHook, TrainingError
 from .schedules import lr_at, scaled_for_batch
 from .steps import CudaGraphStep, EagerStep, make_step
-from .trainer import MaskEnforcer, TrainingError, TrainResult, seed_everything, train
+from .trainer import TrainResult, seed_everything, train
 
-__all__ = ["lr_at", "scaled_for_batch", "CudaGraphStep", "EagerStep", "make_step", "MaskEnforcer", "TrainingError",
-           "TrainResult", "seed_everything", "train"]
+__all__ = ["RunContext", "EpochHook", "StepHook", "lr_at", "scaled_for_batch", "CudaGraphStep", "EagerStep",
+           "make_step", "MaskEnforcer", "TrainingError", "TrainResult", "seed_everything", "train"]

@@ -70,4 +70,4 @@ def load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer) ->
     except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise FileFormatError(f"{path} does not fit this run ({str(e).strip().splitlines()[0]}); {start_over}") \
             from None
-    return {**{k: ckpt[k] for k in STATE_KEYS}, "hooks": ckpt.get("hooks", [])}
+    return {**{k: ckpt[k] for k in STATE_KEYS}, "hooks": ckpt.get("hooks") or {}}

@@ -1,34 +1,44 @@
-"""The trainer's seams: step hooks run inside every training step, epoch hooks after every epoch.
+"""The trainer's seams. A `StepHook` adds to every optimisation step (the hot path: extra loss terms,
+gradient and weight transforms); an `EpochHook` runs after every epoch (evaluation, guards, checkpoints).
 
-Step hooks sit on the hot path, so they must not synchronise the host per step. Values that change during
-training live in device tensors that `on_iteration` updates in place, so a captured step (CUDA graph) reads
-the new value without a re-capture.
+Step hooks must not synchronise the host per step. A value that changes during training (a penalty's
+strength, say) lives in a device tensor the hook changes in place in `on_iteration`, so a captured step
+(`StaticStep`, `CudaGraphStep`) records `extra_loss` once and still sees every new value. Hook state goes
+into the checkpoint through `state_dict`, so a resumed run continues exactly.
 """
 from __future__ import annotations
 
 from typing import Optional
 
 import torch
+import torch.nn as nn
+
+from ..errors import RobustLTHError
+
+Mask = dict[str, torch.Tensor]
+
+
+class TrainingError(RobustLTHError, RuntimeError):
+    pass
 
 
 class StepHook:
     """Runs inside every training step (the hot path): must not sync the host per step."""
 
-    def extra_loss(self, model) -> Optional[torch.Tensor]:
+    def extra_loss(self, model: nn.Module) -> Optional[torch.Tensor]:
         """A term added to the training loss before backward (None: nothing)."""
         return None
 
-    def after_backward(self, model) -> None:
-        """Gradient transforms (e.g. zero the gradients of pruned weights)."""
+    def after_backward(self, model: nn.Module) -> None:
+        """Gradient transforms, on `p.grad` (e.g. zero the gradients of pruned weights)."""
 
-    def after_update(self, model) -> None:
-        """Weight transforms (e.g. re-apply masks)."""
+    def after_update(self, model: nn.Module) -> None:
+        """Weight transforms after the optimiser step (e.g. re-apply masks)."""
 
     def on_iteration(self, ctx, iteration: int) -> None:
-        """Host side, after each optimiser step; cheap. Change device tensors in place (tensor.fill_)."""
+        """Host side, after optimiser step `iteration` (0-based); cheap; change device tensors in place."""
 
     def state_dict(self) -> dict:
-        """Saved in the checkpoint, for exact resume."""
         return {}
 
     def load_state_dict(self, state: dict) -> None:
@@ -36,8 +46,10 @@ class StepHook:
 
 
 class EpochHook:
+    """Runs after every epoch with the epoch's record; it may add entries to the record."""
+
     def on_epoch_end(self, ctx, epoch: int, record: dict) -> Optional[str]:
-        """Return "stop" to end training."""
+        """Returns "stop" to end training after this epoch."""
         return None
 
     def state_dict(self) -> dict:
@@ -45,3 +57,53 @@ class EpochHook:
 
     def load_state_dict(self, state: dict) -> None:
         pass
+
+
+def overrides(hook, method: str) -> bool:
+    """Whether `hook` implements `method` itself, so the step skips the base class's no-ops."""
+    base = StepHook if isinstance(hook, StepHook) else EpochHook
+    return getattr(type(hook), method) is not getattr(base, method, None)
+
+
+class MaskEnforcer(StepHook):
+    """Keeps masked entries exactly zero: gradients are masked before the update (so momentum and weight
+    decay never see them) and weights after it. Under data parallelism every process enforces the mask."""
+
+    def __init__(self, model: nn.Module, mask: Optional[Mask]):
+        params = dict(model.named_parameters())
+        self.params: list[torch.Tensor] = []
+        self.masks: list[torch.Tensor] = []
+        for name, m in (mask or {}).items():
+            if name not in params:
+                raise TrainingError(f"mask entry {name!r} is not a parameter of this model; the mask was made "
+                                    "for a different architecture")
+            if tuple(m.shape) != tuple(params[name].shape):
+                raise TrainingError(f"mask entry {name!r} has shape {tuple(m.shape)}, the parameter has "
+                                    f"{tuple(params[name].shape)}: the mask was made for another model or width")
+            self.params.append(params[name])
+            self.masks.append(m.to(device=params[name].device, dtype=params[name].dtype))
+        self.apply_to_weights()
+
+    def __bool__(self) -> bool:
+        return bool(self.params)
+
+    @torch.no_grad()
+    def apply_to_weights(self) -> None:
+        if self.params:
+            torch._foreach_mul_(self.params, self.masks)
+
+    @torch.no_grad()
+    def apply_to_grads(self) -> None:
+        grads, masks = [], []
+        for p, m in zip(self.params, self.masks):
+            if p.grad is not None:
+                grads.append(p.grad)
+                masks.append(m)
+        if grads:
+            torch._foreach_mul_(grads, masks)
+
+    def after_backward(self, model: nn.Module) -> None:
+        self.apply_to_grads()
+
+    def after_update(self, model: nn.Module) -> None:
+        self.apply_to_weights()

@@ -5,74 +5,90 @@ whole step once — the attack with its random start drawn from the device gener
 passes, mask enforcement and the SGD update — as a CUDA graph and replays it per batch, so a PGD-10 step costs
 a handful of launches instead of thousands. The learning rate lives in a device tensor, so a schedule never
 forces a re-capture. Both return the loss and logits as device tensors: no host synchronisation.
+
+Step hooks (`hooks.StepHook`) add loss terms and gradient/weight transforms; a captured step records them
+once. `model` is what the training forward pass runs through (DistributedDataParallel under data
+parallelism); the attack runs on `attack_model`, the bare module, so crafting examples never synchronises
+gradients across processes.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from ..device import autocast
+from .hooks import StepHook, overrides
 
 WARMUP_STEPS = 3  # eager steps before capture (cuDNN autotuning, lazy allocations); their effects are undone
 
 
-def _with_extra_loss(loss: torch.Tensor, hooks, model: nn.Module) -> torch.Tensor:
-    """The loss plus the step hooks' extra terms (what backward sees; the reported loss stays the task loss)."""
-    for hook in hooks:
-        extra = hook.extra_loss(model)
-        if extra is not None:
-            loss = loss + extra
-    return loss
-
-
-def _loss_and_logits(model: nn.Module, attack, x: torch.Tensor, y: torch.Tensor, device, precision: str):
+def _loss_and_logits(model: nn.Module, attack, x: torch.Tensor, y: torch.Tensor, device, precision: str,
+                     attack_model: Optional[nn.Module] = None, loss_hooks: Sequence[StepHook] = ()):
     with autocast(device, precision):
         if attack is not None:
-            x = attack(model, x, y)
+            x = attack(model if attack_model is None else attack_model, x, y)
         out = model(x)
         loss = F.cross_entropy(out.float(), y)
+    for hook in loss_hooks:
+        extra = hook.extra_loss(model if attack_model is None else attack_model)
+        if extra is not None:
+            loss = loss + extra
     return loss, out
 
 
-class EagerStep:
+class _Hooked:
+    """Sorts step hooks by what they implement, so the step calls only what does something."""
+
+    def _set_hooks(self, hooks: Sequence[StepHook], attack_model: Optional[nn.Module]) -> None:
+        hooks = list(hooks)
+        self.attack_model = attack_model
+        self.loss_hooks = [h for h in hooks if overrides(h, "extra_loss")]
+        self.grad_hooks = [h for h in hooks if overrides(h, "after_backward")]
+        self.update_hooks = [h for h in hooks if overrides(h, "after_update")]
+        self.hook_model = attack_model if attack_model is not None else self.model  # the bare module
+
+
+class EagerStep(_Hooked):
     """The step as ordinary PyTorch calls; the CPU path and the fallback on CUDA."""
 
     def __init__(self, model: nn.Module, opt: torch.optim.Optimizer, attack, enforcer, device: torch.device,
-                 precision: str = "fp32", scaler=None, hooks=()):
+                 precision: str = "fp32", scaler=None, hooks: Sequence[StepHook] = (),
+                 attack_model: Optional[nn.Module] = None):
         self.model, self.opt, self.attack, self.enforcer = model, opt, attack, enforcer
-        self.device, self.precision, self.scaler, self.hooks = device, precision, scaler, tuple(hooks)
+        self.device, self.precision, self.scaler = device, precision, scaler
+        self._set_hooks(hooks, attack_model)
 
     def set_lr(self, lr: float) -> None:
         for group in self.opt.param_groups:
             group["lr"] = lr
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor):
-        loss, out = _loss_and_logits(self.model, self.attack, x, y, self.device, self.precision)
-        total = _with_extra_loss(loss, self.hooks, self.model)
+        loss, out = _loss_and_logits(self.model, self.attack, x, y, self.device, self.precision,
+                                     self.attack_model, self.loss_hooks)
         self.opt.zero_grad(set_to_none=True)
         if self.scaler is not None:
-            self.scaler.scale(total).backward()
+            self.scaler.scale(loss).backward()
             self.scaler.unscale_(self.opt)
         else:
-            total.backward()
+            loss.backward()
         self.enforcer.apply_to_grads()
-        for hook in self.hooks:
-            hook.after_backward(self.model)
+        for hook in self.grad_hooks:
+            hook.after_backward(self.hook_model)
         if self.scaler is not None:
             self.scaler.step(self.opt)
             self.scaler.update()
         else:
             self.opt.step()
         self.enforcer.apply_to_weights()
-        for hook in self.hooks:
-            hook.after_update(self.model)
+        for hook in self.update_hooks:
+            hook.after_update(self.hook_model)
         return loss.detach(), out.detach()
 
 
-class StaticStep:
+class StaticStep(_Hooked):
     """The step on static input buffers with the LR in a device tensor: what `CudaGraphStep` captures.
 
     It computes what `EagerStep` with `torch.optim.SGD` (momentum, weight decay, no Nesterov) computes, and
@@ -81,8 +97,7 @@ class StaticStep:
     """
 
     def __init__(self, model: nn.Module, opt: torch.optim.SGD, attack, enforcer, device: torch.device,
-                 precision: str = "fp32", hooks=()):
-        self.hooks = tuple(hooks)
+                 precision: str = "fp32", hooks: Sequence[StepHook] = ()):
         if not isinstance(opt, torch.optim.SGD) or len(opt.param_groups) != 1:
             raise ValueError("a static step supports one torch.optim.SGD parameter group")
         group = opt.param_groups[0]
@@ -90,6 +105,7 @@ class StaticStep:
             raise ValueError("a static step supports SGD without Nesterov, dampening or maximize")
         self.model, self.opt, self.attack, self.enforcer = model, opt, attack, enforcer
         self.device, self.precision = device, precision
+        self._set_hooks(hooks, None)
         self.lr = torch.tensor(float(group["lr"]), device=device)
         self._lr_value = float(group["lr"])
         self.x: Optional[torch.Tensor] = None
@@ -131,8 +147,17 @@ class StaticStep:
 
     def run(self):
         """One step on the static buffers."""
-        loss, out = _loss_and_logits(self.model, self._attack, self.x, self.y, self.device, self.precision)
-        grads = list(torch.autograd.grad(_with_extra_loss(loss, self.hooks, self.model), self.params))
+        loss, out = _loss_and_logits(self.model, self._attack, self.x, self.y, self.device, self.precision,
+                                     loss_hooks=self.loss_hooks)
+        grads = list(torch.autograd.grad(loss, self.params))
+        if self.grad_hooks:  # hooks transform `p.grad`
+            for p, g in zip(self.params, grads):
+                p.grad = g
+            for hook in self.grad_hooks:
+                hook.after_backward(self.model)
+            grads = [p.grad for p in self.params]
+            for p in self.params:
+                p.grad = None
         group = self.opt.param_groups[0]
         with torch.no_grad():  # torch.optim.SGD's update, with the LR read from a device tensor
             if self.masked:
@@ -145,7 +170,7 @@ class StaticStep:
                 grads = self.buffers
             torch._foreach_sub_(self.params, torch._foreach_mul(grads, self.lr))
         self.enforcer.apply_to_weights()
-        for hook in self.hooks:
+        for hook in self.update_hooks:
             hook.after_update(self.model)
         return loss.detach(), out.detach()
 
@@ -165,7 +190,7 @@ class CudaGraphStep(StaticStep):
     """
 
     def __init__(self, model: nn.Module, opt: torch.optim.SGD, attack, enforcer, device: torch.device,
-                 precision: str = "fp32", hooks=()):
+                 precision: str = "fp32", hooks: Sequence[StepHook] = ()):
         if device.type != "cuda":
             raise ValueError(f"CUDA graphs need a CUDA device, not {device}")
         if precision not in ("fp32", "bf16"):
@@ -200,8 +225,15 @@ class CudaGraphStep(StaticStep):
 
 
 def make_step(model: nn.Module, opt: torch.optim.Optimizer, attack, enforcer, device: torch.device,
-              precision: str = "fp32", scaler=None, cuda_graphs: bool = False, hooks=()):
-    """The training step for these settings: captured as a CUDA graph when asked, else eager."""
+              precision: str = "fp32", scaler=None, cuda_graphs: bool = False, hooks: Sequence[StepHook] = (),
+              attack_model: Optional[nn.Module] = None):
+    """The training step for these settings: captured as a CUDA graph when asked, else eager.
+
+    `enforcer` (a `MaskEnforcer`) is folded into the update; `hooks` are further step hooks. `attack_model`
+    (eager steps only) is the bare module the attack runs on when `model` is a DistributedDataParallel.
+    """
     if cuda_graphs:
+        if attack_model is not None:
+            raise ValueError("CUDA graphs do not support a separate attack model (data parallelism)")
         return CudaGraphStep(model, opt, attack, enforcer, device, precision, hooks)
-    return EagerStep(model, opt, attack, enforcer, device, precision, scaler, hooks)
+    return EagerStep(model, opt, attack, enforcer, device, precision, scaler, hooks, attack_model)

@@ -3,6 +3,11 @@
 Per epoch it logs loss, train accuracy, LR, clean and PGD accuracy on a fixed evaluation subset, and the
 cumulative training wall-clock (evaluation timed separately), so time-to-accuracy curves can be drawn.
 With a run directory it checkpoints every epoch (atomically, RNG states included) and resumes exactly.
+
+The loop itself is small: per batch it runs the step (with its step hooks) and the host-side `on_iteration`
+hooks; per epoch it runs the epoch hooks in order — evaluation, the overfitting guard, the caller's hooks —
+then checkpoints. A `RunContext` says where it runs; under data parallelism each process trains its share
+of every global batch, evaluation is sharded and summed, and only the primary process writes.
 """
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import random
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -17,15 +23,15 @@ import torch
 import torch.nn as nn
 
 from ..attacks import PGD, training_attack
-from ..config import AttackConfig, TrainConfig
+from ..config import AttackConfig, ConfigError, TrainConfig
 from ..data import Dataset, TrainLoader, as_float
 from ..device import (memory_format, resolve_channels_last, resolve_cuda_graphs, resolve_precision,
                       synchronize, tune_for_static_shapes)
-from ..errors import RobustLTHError
 from ..evaluate import predict, robust_flags
 from ..runs import RunDir, atomic_torch_save
-from .hooks import StepHook
 from .checkpoint import load_checkpoint, load_state_file, save_checkpoint
+from .context import RunContext
+from .hooks import EpochHook, MaskEnforcer, StepHook, TrainingError, overrides
 from .schedules import lr_at, scaled_for_batch
 from .steps import make_step
 
@@ -33,10 +39,6 @@ Mask = dict[str, torch.Tensor]
 SINGLE_STEP = ("fgsm", "fgsm_rs", "nfgsm")
 GUARD_IMAGES = 256
 GUARD_DROP = 0.2  # an absolute drop of PGD accuracy on the guard batch that counts as catastrophic overfitting
-
-
-class TrainingError(RobustLTHError, RuntimeError):
-    pass
 
 
 @dataclass
@@ -62,65 +64,140 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-class MaskEnforcer:
-    """Keeps masked entries exactly zero: gradients are masked before the step (so momentum and weight
-    decay never see them) and weights after it."""
-
-    def __init__(self, model: nn.Module, mask: Optional[Mask]):
-        params = dict(model.named_parameters())
-        self.params: list[torch.Tensor] = []
-        self.masks: list[torch.Tensor] = []
-        for name, m in (mask or {}).items():
-            if name not in params:
-                raise TrainingError(f"mask entry {name!r} is not a parameter of this model; the mask was made "
-                                    "for a different architecture")
-            if tuple(m.shape) != tuple(params[name].shape):
-                raise TrainingError(f"mask entry {name!r} has shape {tuple(m.shape)}, the parameter has "
-                                    f"{tuple(params[name].shape)}: the mask was made for another model or width")
-            self.params.append(params[name])
-            self.masks.append(m.to(device=params[name].device, dtype=params[name].dtype))
-        self.apply_to_weights()
-
-    def __bool__(self) -> bool:
-        return bool(self.params)
-
-    @torch.no_grad()
-    def apply_to_weights(self) -> None:
-        if self.params:
-            torch._foreach_mul_(self.params, self.masks)
-
-    @torch.no_grad()
-    def apply_to_grads(self) -> None:
-        grads, masks = [], []
-        for p, m in zip(self.params, self.masks):
-            if p.grad is not None:
-                grads.append(p.grad)
-                masks.append(m)
-        if grads:
-            torch._foreach_mul_(grads, masks)
-
-
 def _state_copy(model: nn.Module) -> dict:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def train(model: nn.Module, data: Dataset, cfg: TrainConfig, attack_cfg: AttackConfig, device: torch.device,
-          run: Optional[RunDir] = None, mask: Optional[Mask] = None, rewind_iteration: Optional[int] = None,
-          augment: bool = True, progress: bool = False, log: Optional[Callable[[str], None]] = None,
-          step_hooks: Sequence[StepHook] = ()) -> TrainResult:
+# ----------------------------------------------------------------------------------------------------
+# The built-in hooks.
+
+class RewindCapture(StepHook):
+    """Keeps the weights after `iteration` optimiser steps (0: the initial weights) for IMP with rewinding;
+    with a run directory they are kept on disk, so a resumed run still has them."""
+
+    def __init__(self, model: nn.Module, iteration: int, path: Optional[Path]):
+        self.model, self.iteration, self.path = model, iteration, path
+        self.state: Optional[dict] = None
+
+    def start(self, ctx: RunContext, done_iterations: int) -> None:
+        if self.path is not None and self.path.exists():
+            self.state = load_state_file(self.path, "rewind state")
+        elif done_iterations >= max(self.iteration, 1):
+            raise TrainingError("cannot rewind: the run was resumed past the rewind point and rewind.pt is missing")
+        elif self.iteration == 0:
+            self._capture(ctx)
+
+    def on_iteration(self, ctx: RunContext, iteration: int) -> None:
+        if self.state is None and iteration + 1 == self.iteration:
+            self._capture(ctx)
+
+    def _capture(self, ctx: RunContext) -> None:
+        self.state = _state_copy(self.model)
+        if self.path is not None and ctx.is_primary:
+            atomic_torch_save(self.path, self.state)
+
+
+class Evaluation(EpochHook):
+    """Clean and PGD accuracy on a fixed evaluation subset, sharded over the processes and summed."""
+
+    def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack, seed: int, precision: str,
+                 ctx: RunContext):
+        part = ctx.shard(len(y))
+        self.model, self.x, self.y, self.n = model, x[part], y[part], len(y)
+        self.attack, self.seed, self.precision = attack, seed, precision
+        self.gen = torch.Generator(device=x.device)
+
+    def on_epoch_end(self, ctx: RunContext, epoch: int, record: dict) -> None:
+        self.gen.manual_seed(self.seed + 7 + ctx.rank)  # the same random starts every epoch
+        flags, loss = predict(self.model, self.x, self.y, precision=self.precision)
+        sums = [flags.sum().float(), loss.float()]
+        if self.attack is not None:
+            sums.append(robust_flags(self.model, self.attack, self.x, self.y, generator=self.gen,
+                                     precision=self.precision).sum().float())
+        sums = ctx.sum(torch.stack(sums)).tolist()
+        record.update(eval_clean=sums[0] / self.n, eval_loss=sums[1] / self.n)
+        if self.attack is not None:
+            record["eval_pgd"] = sums[2] / self.n
+
+
+class OverfitGuard(EpochHook):
+    """Catastrophic-overfitting guard for single-step attacks: when PGD-10 accuracy on a training batch drops
+    by more than GUARD_DROP below its best, the weights roll back to the previous epoch and training stops."""
+
+    def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int, precision: str,
+                 ctx: RunContext, log: Optional[Callable[[str], None]] = None):
+        part = ctx.shard(len(y))
+        self.model, self.x, self.y, self.n = model, x[part], y[part], len(y)
+        self.attack, self.seed, self.precision, self.log = PGD(eps, steps=10), seed, precision, log
+        self.gen = torch.Generator(device=x.device)
+        self.best: Optional[float] = None
+        self.last_good = _state_copy(model)
+
+    def on_epoch_end(self, ctx: RunContext, epoch: int, record: dict) -> Optional[str]:
+        self.gen.manual_seed(self.seed + 7 + ctx.rank)
+        flags = robust_flags(self.model, self.attack, self.x, self.y, generator=self.gen, precision=self.precision)
+        count = torch.tensor(float(flags.numel()), device=flags.device)
+        correct, count = ctx.sum(torch.stack([flags.sum().float(), count])).tolist()
+        acc = correct / count
+        record["guard_pgd"] = acc
+        if self.best is not None and acc < self.best - GUARD_DROP:
+            self.model.load_state_dict(self.last_good)
+            stopped = (f"catastrophic overfitting at epoch {epoch + 1}: PGD-10 accuracy on a training batch fell "
+                       f"from {self.best:.3f} to {acc:.3f}; rolled back to epoch {epoch} and stopped")
+            record.update(stopped=stopped, rolled_back=True)
+            if self.log and ctx.is_primary:
+                self.log(stopped)
+            return "stop"
+        self.best = acc if self.best is None else max(self.best, acc)
+        self.last_good = _state_copy(self.model)
+        return None
+
+    def state_dict(self) -> dict:
+        return {"best": self.best}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best = state.get("best")
+
+
+def _hook_key(i: int, hook) -> str:
+    return f"{i}:{type(hook).__name__}"
+
+
+# ----------------------------------------------------------------------------------------------------
+# The loop.
+
+def train(model: nn.Module, data: Dataset, cfg: TrainConfig, attack_cfg: AttackConfig = AttackConfig(),
+          device: Optional[torch.device] = None, run: Optional[RunDir] = None, mask: Optional[Mask] = None,
+          rewind_iteration: Optional[int] = None, augment: bool = True, progress: bool = False,
+          log: Optional[Callable[[str], None]] = None, ctx: Optional[RunContext] = None,
+          step_hooks: Sequence[StepHook] = (), epoch_hooks: Sequence[EpochHook] = ()) -> TrainResult:
     """Train `model` in place. Returns the per-epoch history and the wall-clock split.
 
-    `rewind_iteration=k` also returns the weights after k optimiser steps (k = 0: the initial weights), for
-    IMP with rewinding; with a run directory they are kept on disk so a resumed run still has them.
+    `ctx` says where the run happens (device, process rank, run directory); `device`/`run` build a
+    single-process one. `step_hooks` join mask enforcement inside every step; `epoch_hooks` run after the
+    built-in evaluation and guard, and before the checkpoint. `rewind_iteration=k` also returns the weights
+    after k optimiser steps (k = 0: the initial weights), for IMP with rewinding.
     """
+    if ctx is None:
+        if device is None:
+            raise TypeError("train() needs a device or a RunContext")
+        ctx = RunContext(device)
+    if run is not None:
+        ctx = ctx.with_run_dir(run)
+    device, run = ctx.device, ctx.run_dir
     cfg = scaled_for_batch(cfg)
     precision = resolve_precision(device, cfg.precision)
     channels_last = resolve_channels_last(device, cfg.channels_last)
-    cuda_graphs = resolve_cuda_graphs(device, cfg.cuda_graphs, precision, cfg.compile)
+    if ctx.distributed and cfg.cuda_graphs:
+        raise ConfigError("invalid cuda_graphs=True: CUDA graphs are not supported with several processes; use "
+                          "--no-cuda-graphs")
+    cuda_graphs = resolve_cuda_graphs(device, cfg.cuda_graphs, precision, cfg.compile) and not ctx.distributed
     settings = {"precision": precision, "channels_last": channels_last, "cuda_graphs": cuda_graphs,
-                "lr": cfg.lr, "warmup_epochs": cfg.warmup_epochs}
+                "lr": cfg.lr, "warmup_epochs": cfg.warmup_epochs, "world_size": ctx.world_size}
     fmt = memory_format(channels_last)
     tune_for_static_shapes(device)
+    if ctx.sync_bn and ctx.distributed:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device=device, memory_format=fmt)
     enforcer = MaskEnforcer(model, mask)
     step_model = torch.compile(model) if cfg.compile else model
@@ -128,49 +205,60 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, attack_cfg: AttackC
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     scaler = torch.amp.GradScaler(device.type) if (precision == "fp16" and device.type == "cuda") else None
 
-    step = make_step(step_model, opt, attack, enforcer, device, precision, scaler, cuda_graphs, step_hooks)
-    loader = TrainLoader(data.train, cfg.batch_size, device, cfg.seed, augment, fmt)
+    spec = getattr(data, "spec", None)
+    try:
+        loader = TrainLoader(data.train, cfg.batch_size, device, cfg.seed, augment, fmt,
+                             flips=spec.flips if spec is not None else True, rank=ctx.rank,
+                             world_size=ctx.world_size)
+    except ValueError as e:
+        raise ConfigError(f"invalid batch_size={cfg.batch_size}: {e}") from None
     ipe = len(loader)
     eval_split = "val" if data.val is not None else "test"
     x_eval, y_eval = as_float(data.val if data.val is not None else data.test, device, cfg.eval_n)
-    eval_attack = PGD(attack_cfg.eps, steps=cfg.eval_steps) if cfg.eval_steps else None
-    guard_on = cfg.guard and attack_cfg.attack in SINGLE_STEP
-    x_guard, y_guard = as_float(data.train, device, GUARD_IMAGES)
-    guard_attack = PGD(attack_cfg.eps, steps=10)
+    hooks_before: list[EpochHook] = [Evaluation(model, x_eval, y_eval,
+                                                PGD(attack_cfg.eps, steps=cfg.eval_steps) if cfg.eval_steps else None,
+                                                cfg.seed, precision, ctx)]
+    guard = None
+    if cfg.guard and attack_cfg.attack in SINGLE_STEP:
+        guard = OverfitGuard(model, *as_float(data.train, device, GUARD_IMAGES), attack_cfg.eps, cfg.seed,
+                             precision, ctx, log)
+        hooks_before.append(guard)
+    all_epoch_hooks = hooks_before + list(epoch_hooks)
+    rewind = RewindCapture(model, rewind_iteration, run.file("rewind.pt") if run else None) \
+        if rewind_iteration is not None else None
+    step_hooks = list(step_hooks)
+    iteration_hooks = [h for h in step_hooks if overrides(h, "on_iteration")] + ([rewind] if rewind else [])
+    forward_model = ctx.wrap(step_model)
+    step = make_step(forward_model, opt, attack, enforcer, device, precision, scaler, cuda_graphs, step_hooks,
+                     attack_model=step_model if forward_model is not step_model else None)
 
     # --- resume ------------------------------------------------------------------------------------
     history: list[dict] = []
-    start_epoch, train_time, eval_time, stopped, guard_best = 0, 0.0, 0.0, None, None
-    rewind_state = None
+    start_epoch, train_time, eval_time, stopped = 0, 0.0, 0.0, None
     ckpt_path = run.file("checkpoint.pt") if run else None
-    rewind_path = run.file("rewind.pt") if run else None
-    if run is not None:
+    if run is not None and ctx.is_primary:
         run.remove_stale_tmp()  # a kill inside a checkpoint write leaves its temporary file
     if ckpt_path is not None and ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path, model, opt)
         history, start_epoch = ckpt["history"], ckpt["epoch"]
-        train_time, eval_time, stopped, guard_best = ckpt["train_time"], ckpt["eval_time"], ckpt["stopped"], \
-            ckpt["guard_best"]
-        for hook, state in zip(step_hooks, ckpt["hooks"]):
-            hook.load_state_dict(state)
+        train_time, eval_time, stopped = ckpt["train_time"], ckpt["eval_time"], ckpt["stopped"]
+        if guard is not None:
+            guard.load_state_dict({"best": ckpt["guard_best"]})
+            guard.last_good = _state_copy(model)
+        saved = ckpt.get("hooks") or {}
+        for i, hook in enumerate(step_hooks + list(epoch_hooks)):
+            if _hook_key(i, hook) in saved:
+                hook.load_state_dict(saved[_hook_key(i, hook)])
     else:
         seed_everything(cfg.seed)
-    if run is not None:
+    if run is not None and ctx.is_primary:
         run.rewrite_metrics(history)  # lines logged after the last checkpoint would otherwise repeat
-    if rewind_iteration is not None:
-        if rewind_path is not None and rewind_path.exists():
-            rewind_state = load_state_file(rewind_path, "rewind state")
-        elif start_epoch * ipe >= max(rewind_iteration, 1):
-            raise TrainingError("cannot rewind: the run was resumed past the rewind point and rewind.pt is missing")
-        elif rewind_iteration == 0:
-            rewind_state = _state_copy(model)
-            if rewind_path is not None:
-                atomic_torch_save(rewind_path, rewind_state)
-    if start_epoch and log:  # said once everything the run resumes from has loaded
-        log(f"resuming {run.path} from epoch {start_epoch} of {cfg.epochs}")
+    if rewind is not None:
+        rewind.start(ctx, start_epoch * ipe)
+    say = log if (log and ctx.is_primary) else None
+    if start_epoch and say:  # said once everything the run resumes from has loaded
+        say(f"resuming {run.path} from epoch {start_epoch} of {cfg.epochs}")
 
-    eval_gen = torch.Generator(device=device)
-    last_good = _state_copy(model) if guard_on else None
     epoch = start_epoch
     for epoch in range(start_epoch, cfg.epochs):
         if stopped:
@@ -183,7 +271,7 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, attack_cfg: AttackC
         seen = 0
         batches = loader.epoch(epoch)
         bar = None
-        if progress:
+        if progress and ctx.is_primary:
             from tqdm import tqdm
             bar = tqdm(batches, total=ipe, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, file=sys.stderr)
             batches = bar
@@ -195,56 +283,41 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, attack_cfg: AttackC
             loss_sum += loss * y.shape[0]
             correct += (out.argmax(1) == y).sum()
             seen += y.shape[0]
-            for hook in step_hooks:
-                hook.on_iteration(None, it + 1)
-            if rewind_iteration is not None and rewind_state is None and it + 1 == rewind_iteration:
-                rewind_state = _state_copy(model)
-                if rewind_path is not None:
-                    atomic_torch_save(rewind_path, rewind_state)
+            for hook in iteration_hooks:
+                hook.on_iteration(ctx, it)
             if bar is not None and i % 10 == 0:
                 bar.set_postfix(loss=f"{float(loss):.3f}", acc=f"{float(correct) / seen:.3f}")
+        totals = ctx.sum(torch.stack([loss_sum.float(), correct.float(),
+                                      torch.tensor(float(seen), device=device)])).tolist()
         synchronize(device)
         train_time += time.perf_counter() - t0
 
-        # --- per-epoch evaluation (timed separately) --------------------------------------------------
+        # --- epoch hooks: evaluation and guard timed separately -------------------------------------
         t1 = time.perf_counter()
-        eval_gen.manual_seed(cfg.seed + 7)  # the same random starts every epoch
-        flags, eval_loss = predict(model, x_eval, y_eval, precision=precision)
-        record = {"epoch": epoch + 1, "lr": lr, "loss": float(loss_sum) / seen, "train_acc": float(correct) / seen,
-                  "eval_clean": float(flags.float().mean()), "eval_loss": float(eval_loss) / len(y_eval)}
-        if eval_attack is not None:
-            record["eval_pgd"] = float(robust_flags(model, eval_attack, x_eval, y_eval, generator=eval_gen,
-                                                    precision=precision).float().mean())
-        if guard_on:
-            guard_acc = float(robust_flags(model, guard_attack, x_guard, y_guard, generator=eval_gen,
-                                           precision=precision).float().mean())
-            record["guard_pgd"] = guard_acc
-            if guard_best is not None and guard_acc < guard_best - GUARD_DROP:
-                model.load_state_dict(last_good)
-                stopped = (f"catastrophic overfitting at epoch {epoch + 1}: PGD-10 accuracy on a training batch fell "
-                           f"from {guard_best:.3f} to {guard_acc:.3f}; rolled back to epoch {epoch} and stopped")
-                record.update(stopped=stopped, rolled_back=True)
-                if log:
-                    log(stopped)
-            else:
-                guard_best = guard_acc if guard_best is None else max(guard_best, guard_acc)
-                last_good = _state_copy(model)
+        ctx.broadcast_buffers(model)  # BatchNorm statistics were kept per process
+        record = {"epoch": epoch + 1, "lr": lr, "loss": totals[0] / totals[2], "train_acc": totals[1] / totals[2]}
+        for hook in all_epoch_hooks:
+            if hook.on_epoch_end(ctx, epoch, record) == "stop" and not stopped:
+                stopped = record.get("stopped") or f"stopped by {type(hook).__name__} after epoch {epoch + 1}"
+                record["stopped"] = stopped
         synchronize(device)
         eval_time += time.perf_counter() - t1
         record.update(train_time=round(train_time, 3), eval_time=round(eval_time, 3), eval_split=eval_split)
         history.append(record)
-        if log:
-            log(_format_record(record))
-        if run is not None:
+        if say:
+            say(_format_record(record))
+        if run is not None and ctx.is_primary:
             run.log(record)
+            hook_states = {_hook_key(i, h): h.state_dict() for i, h in enumerate(step_hooks + list(epoch_hooks))}
             save_checkpoint(ckpt_path, model, opt, history=history, epoch=epoch + 1, train_time=train_time,
-                            eval_time=eval_time, stopped=stopped, guard_best=guard_best,
-                            hooks=[hook.state_dict() for hook in step_hooks])
-    if rewind_iteration is not None and rewind_state is None:
+                            eval_time=eval_time, stopped=stopped, guard_best=guard.best if guard else None,
+                            hooks=hook_states, data_spec=spec.to_dict() if spec is not None else None)
+    if rewind is not None and rewind.state is None:
         raise TrainingError(f"rewind_iteration={rewind_iteration} is beyond the {cfg.epochs * ipe} iterations "
                             "of this run")
+    ctx.barrier()  # no process returns (and starts writing results) before the last checkpoint is on disk
     return TrainResult(history=history, train_time=train_time, eval_time=eval_time, stopped=stopped,
-                       rewind_state=rewind_state, eval_split=eval_split, settings=settings)
+                       rewind_state=rewind.state if rewind else None, eval_split=eval_split, settings=settings)
 
 
 def _format_record(r: dict) -> str:
@@ -257,4 +330,5 @@ def _format_record(r: dict) -> str:
     return " | ".join(parts)
 
 
-__all__ = ["train", "TrainResult", "TrainingError", "MaskEnforcer", "seed_everything", "lr_at"]
+__all__ = ["train", "TrainResult", "TrainingError", "MaskEnforcer", "RewindCapture", "Evaluation", "OverfitGuard",
+           "seed_everything", "lr_at"]
