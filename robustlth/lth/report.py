@@ -87,7 +87,8 @@ def round_table(df: pd.DataFrame, model: str, columns: dict[str, int]) -> str:
 def plot_curves(df: pd.DataFrame, column: str, ylabel: str, path: Path, title: str) -> str:
     plt = pyplot()
     models = list(dict.fromkeys(df["model"]))
-    fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.6), squeeze=False)
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+    fig, axes = plt.subplots(1, len(models), figsize=(max(6.0, 4.2 * len(models)), 3.8), squeeze=False)
     full = with_dense_start(df)
     for ax, model in zip(axes[0], models):
         d = full[full["model"] == model]
@@ -96,7 +97,13 @@ def plot_curves(df: pd.DataFrame, column: str, ylabel: str, path: Path, title: s
             x = g["remaining_pct"].mean()
             y, e = g[column].mean(), g[column].std(ddof=1).fillna(0)
             ax.errorbar(x, y, yerr=e, marker="o", ms=3, capsize=2, label=arm)
+        if column == "early_stop_iteration":  # a run that never overfits stops "early" at its budget
+            ax.axhline(d["iterations"].max(), color="grey", ls="--", lw=1, label="budget")
         ax.set_xscale("log")
+        lo = float(d["remaining_pct"].min())
+        ax.set_xticks([t for t in (100, 70, 50, 30, 20, 10, 5, 2, 1) if t >= lo * 0.9])
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.invert_xaxis()
         ax.set_xlabel("% of weights remaining")
         ax.set_ylabel(ylabel)
