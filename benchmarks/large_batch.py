@@ -28,17 +28,13 @@ from robustlth.device import resolve_device  # noqa: E402
 from robustlth.evaluate import evaluate_robustness  # noqa: E402
 from robustlth.models import build_model  # noqa: E402
 from robustlth.runs import atomic_write_json, atomic_write_text, environment  # noqa: E402
+from robustlth.stats import t_interval  # noqa: E402
 from robustlth.training import seed_everything, train  # noqa: E402
-
-T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
-
 
 def interval(values: list[float]) -> tuple[float, float]:
     """Mean and half-width of the 95 % t-interval (half-width nan for one value)."""
-    mean = statistics.fmean(values)
-    if len(values) < 2:
-        return mean, float("nan")
-    return mean, T975.get(len(values) - 1, 1.96) * statistics.stdev(values) / len(values) ** 0.5
+    iv = t_interval(values)
+    return iv.mean, iv.half
 
 
 def main(argv=None) -> dict:

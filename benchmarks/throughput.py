@@ -46,12 +46,13 @@ def images_per_second(step: Callable, x: torch.Tensor, y: torch.Tensor, device: 
 
 def robustlth_step(model_name: str, width: float, batch_size: int, device: torch.device, precision: str,
                    channels_last: bool, attack: str, compile_: bool = False, cuda_graphs: bool = False,
-                   ctx: Optional[RunContext] = None):
-    """(step, x, y) for the trainer's step on random inputs (this process's share of the batch under `ctx`)."""
+                   ctx: Optional[RunContext] = None, channels=None):
+    """(step, x, y) for the trainer's step on random inputs (this process's share of the batch under `ctx`;
+    `channels`: a shrunk structured ticket's counts)."""
     torch.manual_seed(0)
     fmt = memory_format(channels_last)
     tune_for_static_shapes(device)
-    model = build_model(model_name, width).to(device=device, memory_format=fmt).train()
+    model = build_model(model_name, width, channels=channels).to(device=device, memory_format=fmt).train()
     step_model = torch.compile(model) if compile_ else model
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     atk = training_attack(AttackConfig(attack=attack, attack_steps=10))

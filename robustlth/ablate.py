@@ -23,6 +23,7 @@ from .config import ATTACK_MODES, Config, ConfigError, DataConfig, ModelConfig, 
 from .pruning import default_search_lr, convergence
 from .runs import RunDir, atomic_write_json, atomic_write_text
 from .safety import read_json
+from .shared_data import EXACT_SUBSET_SOURCE
 
 AXES = ("search_lr", "ratio", "width", "search_attack", "search_epochs", "budget")
 
@@ -50,8 +51,10 @@ class AblateConfig(Config):
             _choice("search_attack", mode, ATTACK_MODES)
 
 
-def expand(axes: AblateConfig, bench: BenchConfig, model: ModelConfig) -> list[dict]:
-    """The grid's cells: each a dict of axis values plus the resolved bench and model configs."""
+def expand(axes: AblateConfig, bench: BenchConfig, model: ModelConfig,
+           seeds: Optional[list[int]] = None) -> list[dict]:
+    """The grid's cells: each a dict of axis values plus the resolved bench and model configs; with replicate
+    `seeds`, every cell once per seed (its axes then carry the seed)."""
     values = {a: list(getattr(axes, a)) for a in AXES}
     defaults = {"search_lr": bench.search_lr if bench.search_lr is not None else default_search_lr(model.model),
                 "ratio": bench.ratio, "width": model.width, "search_attack": bench.search_attack,
@@ -65,7 +68,15 @@ def expand(axes: AblateConfig, bench: BenchConfig, model: ModelConfig) -> list[d
         m = model.replace(width=point["width"])
         cell_id = config_hash("cell", {"bench": b, "model": m})
         cells.append({"id": cell_id, "axes": point, "bench": b.to_dict(), "model": m.to_dict()})
-    return cells
+    if seeds is None:
+        return cells
+    out = []
+    for seed in seeds:
+        for c in cells:
+            b = BenchConfig.from_dict(c["bench"]).replace(seed=seed)
+            cell_id = config_hash("cell", {"bench": b, "model": ModelConfig.from_dict(c["model"])})
+            out.append({**c, "id": cell_id, "axes": {**c["axes"], "seed": seed}, "bench": b.to_dict()})
+    return out
 
 
 def _arms(axes: AblateConfig) -> list[str]:
@@ -78,7 +89,8 @@ def _search_key(cell: dict) -> str:
     return json.dumps([bench, cell["model"]], sort_keys=True)
 
 
-def run_searches(cells: list[dict], data_cfg: dict, root: str, device_name: str = "auto") -> list[float]:
+def run_searches(cells: list[dict], data_cfg: dict, root: str, device_name: str = "auto",
+                 context: Optional[dict] = None) -> list[float]:
     """Stage 1: the search training these cells share, then one ticket per pruning ratio they need.
 
     One job per training configuration, so no two jobs ever write the same search directory.
@@ -95,8 +107,12 @@ def run_searches(cells: list[dict], data_cfg: dict, root: str, device_name: str 
     return times
 
 
-def run_cell(cell: dict, data_cfg: dict, root: str, arms: list[str], device_name: str = "auto") -> dict:
-    """Stage 2: train the cell's arms. Writes cells/<id>/result.json, or error.json if anything fails."""
+def run_cell(cell: dict, data_cfg: dict, root: str, arms: list[str], device_name: str = "auto",
+             context: Optional[dict] = None) -> dict:
+    """Stage 2: train the cell's arms. Writes cells/<id>/result.json, or error.json if anything fails; both record
+    the cell's wall-clock and the concurrency it ran under (`context`, from the launcher)."""
+    import time
+    t0 = time.perf_counter()
     from .data import load_dataset
     from .device import resolve_device
     cell_dir = RunDir(Path(root) / "cells" / cell["id"])
@@ -108,19 +124,29 @@ def run_cell(cell: dict, data_cfg: dict, root: str, arms: list[str], device_name
             # The cell's own directory holds its arms; its search lives in the grid's shared search folder.
             arms = {arm: run_arm(arm, b, d, m, data, device, cell_dir.path, Path(root) / "search")
                     for arm in arms}
-            result = {"id": cell["id"], "axes": cell["axes"], "status": "ok", "arms": arms}
+            result = {"id": cell["id"], "axes": cell["axes"], "status": "ok", "arms": arms,
+                      "cell_s": round(time.perf_counter() - t0, 2), "run": {**(context or {}),
+                                                                          "torch_threads": _threads()}}
             atomic_write_json(cell_dir.file("result.json"), result)
             cell_dir.file("error.json").unlink(missing_ok=True)
     except Exception as e:  # recorded, not raised: one failed cell must not stop the grid
         result = {"id": cell["id"], "axes": cell["axes"], "status": "failed",
-                  "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
+                  "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(),
+                  "cell_s": round(time.perf_counter() - t0, 2), "run": {**(context or {}), "torch_threads": _threads()}}
         atomic_write_json(cell_dir.file("error.json"), result)
     return result
 
 
+def _threads() -> int:
+    import torch
+    return torch.get_num_threads()
+
+
 def rows(result: dict) -> list[dict]:
     """Tidy rows: one per cell and arm."""
-    base = {"cell": result["id"], **result["axes"], "status": result["status"]}
+    run = result.get("run") or {}
+    base = {"cell": result["id"], **result["axes"], "status": result["status"], "cell_s": result.get("cell_s"),
+            "concurrent_jobs": run.get("concurrent_jobs"), "torch_threads": run.get("torch_threads")}
     if result["status"] != "ok":
         return [{**base, "arm": None, "error": result["error"]}]
     out = []
@@ -129,13 +155,26 @@ def rows(result: dict) -> list[dict]:
                 for p in a["curve"]]
         conv = convergence(hist)
         out.append({**base, "arm": arm, "sparsity": round(a["sparsity"], 4), "search_s": round(a["search_time"], 2),
-                    "train_s": round(a["train_time"], 2), "epochs": a["epochs"], **conv, "error": None})
+                    "train_s": round(a["train_time"], 2), "epochs": a["epochs"],
+                    "eval_n": a["train_config"]["eval_n"], **conv, "error": None})
     return out
+
+
+def run_in_job(threads: int, context: dict, fn: Callable, *args):
+    """A job's entry point: `threads` torch threads (so concurrent jobs never oversubscribe the cores), then
+    `fn(*args, context=context)`."""
+    import torch
+    torch.set_num_threads(threads)
+    return fn(*args, context=context)
 
 
 @dataclass
 class Launcher:
-    """Runs a list of calls: in-process, or as submitit jobs (executor 'local', 'slurm' or 'debug')."""
+    """Runs a list of calls: in-process, or as submitit jobs (executor 'local', 'slurm' or 'debug').
+
+    Local jobs run at most cores // cpus_per_job at a time, each with cpus_per_job torch threads, so cell times
+    are not inflated by oversubscription; each result records the concurrency it ran under. Interrupting the
+    command cancels the jobs it started."""
     kind: str = "serial"
     folder: Optional[Path] = None
     cluster: Optional[str] = None
@@ -151,12 +190,48 @@ class Launcher:
                 import submitit  # noqa: F401
             except ImportError:
                 raise ConfigError("--launcher submitit needs submitit: pip install 'robustlth[cluster]'") from None
+            import shutil
+            if self.cluster == "slurm" and shutil.which("sbatch") is None:
+                raise ConfigError("--cluster slurm: SLURM is not available on this machine (no sbatch on PATH); "
+                                  "use --cluster local or --launcher serial")
 
-    def map(self, fn: Callable, calls: list[tuple]) -> list:
+    def local(self) -> bool:
+        import shutil
+        return self.kind == "submitit" and (self.cluster in ("local", "debug") or
+                                            (self.cluster is None and shutil.which("sbatch") is None))
+
+    def concurrency(self) -> int:
+        """Jobs run at once: all on a cluster; on this machine as many as its cores allow."""
+        import os
+        if self.kind == "serial":
+            return 1
+        return max(1, (os.cpu_count() or 1) // self.cpus_per_job) if self.local() else 0
+
+    def map(self, fn: Callable, calls: list[tuple], label: str = "job", log: Optional[Callable[[str], None]] = None,
+            describe: Optional[Callable[[tuple], str]] = None) -> list:
+        """Results of fn(*call) in order, logging each finished call (done/total, ETA) under `label`."""
         if not calls:
             return []
+        import time
+        from .progress import format_seconds
+        t0, total = time.perf_counter(), len(calls)
+        limit = self.concurrency()
+        context = {"launcher": self.kind, "concurrent_jobs": limit or None,
+                   "threads_per_job": self.cpus_per_job if self.kind == "submitit" else None}
+
+        def done(i: int, k: int) -> None:
+            if log:
+                elapsed = time.perf_counter() - t0
+                eta = elapsed / k * (total - k)
+                what = f" ({describe(calls[i])})" if describe else ""
+                log(f"{label} {k}/{total} done{what}; {format_seconds(elapsed)} elapsed, ETA {format_seconds(eta)}")
+
         if self.kind == "serial":
-            return [fn(*c) for c in calls]
+            out = []
+            for i, c in enumerate(calls):
+                out.append(fn(*c, context=context))
+                done(i, i + 1)
+            return out
         import submitit
         executor = submitit.AutoExecutor(folder=str(self.folder), cluster=self.cluster)
         params = {"timeout_min": self.timeout_min, "cpus_per_task": self.cpus_per_job}
@@ -165,20 +240,44 @@ class Launcher:
         if self.partition:
             params["slurm_partition"] = self.partition
         executor.update_parameters(**params)
-        jobs = [executor.submit(fn, *c) for c in calls]
-        return [j.result() for j in jobs]
+        if log:
+            log(f"{label}s: {total} submitit jobs ({executor.cluster}), "
+                + (f"at most {limit} at a time with {self.cpus_per_job} threads each" if limit else "all submitted"))
+        pending, running, results, finished = list(range(total)), {}, {}, 0
+        try:
+            while pending or running:
+                while pending and (not limit or len(running) < limit):
+                    i = pending.pop(0)
+                    running[i] = executor.submit(run_in_job, self.cpus_per_job, context, fn, *calls[i])
+                for i in [i for i, job in running.items() if job.done()]:
+                    results[i] = running.pop(i).result()
+                    finished += 1
+                    done(i, finished)
+                if running:
+                    time.sleep(0.5)
+        except BaseException:  # Ctrl-C (or anything else): no job keeps running behind the user's back
+            for job in running.values():
+                job.cancel(check=False)
+            raise
+        return [results[i] for i in range(total)]
 
 
 def run_grid(axes: AblateConfig, bench: BenchConfig, data_cfg: DataConfig, model_cfg: ModelConfig,
              root: str | Path, launcher: Launcher, device_name: str = "auto", preset: Optional[str] = None,
-             log: Optional[Callable[[str], None]] = None) -> tuple[pd.DataFrame, Path]:
+             log: Optional[Callable[[str], None]] = None, seeds: Optional[list[int]] = None
+             ) -> tuple[pd.DataFrame, Path]:
     config = {"preset": preset, "axes": axes.to_dict(), "bench": bench.to_dict(), "data": data_cfg.to_dict(),
               "model": model_cfg.to_dict()}
-    grid_hash = config_hash("ablate", {"axes": axes, "bench": bench, "data": data_cfg, "model": model_cfg})
-    cells = expand(axes, bench, model_cfg)  # every cell's config is validated before anything is written
+    sections = {"axes": axes, "bench": bench, "data": data_cfg, "model": model_cfg}
+    if seeds is not None:  # replicates: a grid of its own; a single run keeps its old directory
+        config["seeds"] = sections["seeds"] = list(seeds)
+    grid_hash = config_hash("ablate", sections)
+    cells = expand(axes, bench, model_cfg, seeds)  # every cell's config is validated before anything is written
     from .data import load_dataset
     load_dataset(data_cfg)  # so is the data
     run = RunDir.create(root, "ablate", grid_hash, config, None, bench.seed)
+    from .progress import tee_log
+    log = tee_log(log, run.file("run.log"))
     with run.lock():
         return _run_grid(run, cells, axes, data_cfg, launcher, device_name, log), run.path
 
@@ -196,12 +295,14 @@ def _run_grid(run: RunDir, cells: list[dict], axes: AblateConfig, data_cfg: Data
     if launcher.kind == "submitit":
         launcher.folder = run.path / "submitit"
     try:
-        launcher.map(run_searches, [(g, data_cfg.to_dict(), str(run.path), device_name) for g in groups.values()])
+        launcher.map(run_searches, [(g, data_cfg.to_dict(), str(run.path), device_name) for g in groups.values()],
+                     "search", log)
     except Exception as e:  # the cells that need it will record the error
         if log:
             log(f"a search failed ({type(e).__name__}: {e}); its cells will be recorded as failed")
     # Stage 2: the cells.
-    launcher.map(run_cell, [(c, data_cfg.to_dict(), str(run.path), _arms(axes), device_name) for c in todo])
+    launcher.map(run_cell, [(c, data_cfg.to_dict(), str(run.path), _arms(axes), device_name) for c in todo],
+                 "cell", log, describe=lambda call: ", ".join(f"{k}={v}" for k, v in call[0]["axes"].items()))
     df = collect(run.path)
     write_outputs(df, run.path, axes)
     return df
@@ -226,9 +327,19 @@ def _metric(bench: dict, kind: str) -> str:
     return f"{kind}_pgd" if bench["train_attack"] != "none" else f"{kind}_clean"
 
 
-def write_outputs(df: pd.DataFrame, grid_dir: Path, axes: AblateConfig) -> None:
+def rerender(grid_dir: Path) -> None:
+    """tables.md and the figures again, from a finished grid's ablation.csv and config.yaml (no training)."""
+    import yaml
     grid_dir = Path(grid_dir)
-    atomic_write_text(grid_dir / "ablation.csv", df.to_csv(index=False))
+    cfg = yaml.safe_load((grid_dir / "config.yaml").read_text())
+    write_outputs(pd.read_csv(grid_dir / "ablation.csv"), grid_dir, AblateConfig.from_dict(cfg["axes"]),
+                  write_csv=False)
+
+
+def write_outputs(df: pd.DataFrame, grid_dir: Path, axes: AblateConfig, write_csv: bool = True) -> None:
+    grid_dir = Path(grid_dir)
+    if write_csv:
+        atomic_write_text(grid_dir / "ablation.csv", df.to_csv(index=False))
     cfg = json.loads(json.dumps(__import__("yaml").safe_load((grid_dir / "config.yaml").read_text())))
     ok = df[df["status"] == "ok"] if "status" in df else df
     varying = [a for a in AXES if len(getattr(axes, a)) > 1]
@@ -249,26 +360,62 @@ def write_outputs(df: pd.DataFrame, grid_dir: Path, axes: AblateConfig) -> None:
                 lines += [f"## {metric}", "", markdown_table(table), ""]
         for f in _plots(ok, grid_dir, axes, cfg["bench"]):
             lines.append(f"![{f}]({f})")
+        if "seed" in ok and ok["seed"].nunique() > 1:  # replicates: the spread over seeds
+            from .replicates import grid_summary
+            lines += [""] + grid_summary(ok, grid_dir, varying)
     atomic_write_text(grid_dir / "tables.md", "\n".join(lines) + "\n")
 
 
+LABELS = {"search_lr": "search LR", "ratio": "pruning ratio", "width": "width multiplier",
+          "budget": "retraining epochs", "search_epochs": "search epochs", "search_attack": "search attack"}
+
+
+def _metric_label(metric: str) -> str:
+    when, kind = metric.split("_", 1)
+    when = {"epoch1": "epoch 1", "epoch5": "epoch 5", "final": "final epoch"}.get(when, when)
+    return f"{'PGD-20' if kind == 'pgd' else 'clean'} accuracy, {when}"
+
+
 def _plots(ok: pd.DataFrame, out: Path, axes: AblateConfig, bench: dict) -> list[str]:
-    from .plotting import pyplot, save_figure
+    """The paper-style figures: one panel per metric, x = the swept axis (log for LRs), one colour and marker per
+    value of the grouping axis, ticket solid and re-init dashed; points averaged over the grid's other axes (and
+    seeds) with a ± s.e. band where several rows share a point."""
+    from .plotting import eval_note, plot_series, pyplot, save_figure, style
     plt = pyplot()
     files = []
+    note = eval_note("per-epoch evaluation", int(bench.get("eval_n", 0)))
 
     def line_plot(x: str, metrics: list[str], group: str, name: str):
         metrics = [m for m in metrics if m in ok and ok[m].notna().any()]
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for (g, arm), sub in ok.groupby([group, "arm"]):
-            sub = sub.sort_values(x)
-            for metric in metrics:
-                ax.plot(sub[x], sub[metric], marker="o", ls="-" if arm == "ticket" else "--",
-                        label=f"{arm} {metric} ({group}={g})")
-        ax.set_xlabel(x)
-        ax.set_ylabel("accuracy")
-        ax.set_title(f"{', '.join(metrics)} vs {x}")
-        files.append(save_figure(fig, out / name, [ax], legend_size=7))
+        if not metrics:
+            return
+        fig, panels = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics) + 2, 4.2), squeeze=False)
+        panels = list(panels[0])
+        groups = sorted(ok[group].unique())
+        for ax, metric in zip(panels, metrics):
+            for gi, g in enumerate(groups):
+                for arm, ls in (("ticket", "-"), ("reinit", "--")):
+                    sub = ok[(ok[group] == g) & (ok["arm"] == arm)]
+                    if sub.empty:
+                        continue
+                    xs = sorted(sub[x].unique())
+                    per_x = [sub[sub[x] == v][metric].tolist() for v in xs]
+                    k = max(len(v) for v in per_x)
+                    runs = [[v[j] if j < len(v) else None for v in per_x] for j in range(k)]
+                    plot_series(ax, xs, runs, f"{arm}, {LABELS.get(group, group)} {g:g}", gi, over="cells", ls=ls,
+                                **({"markerfacecolor": "none"} if arm == "reinit" else {}))
+            ax.set_xlabel(LABELS.get(x, x))
+            ax.set_ylabel(_metric_label(metric))
+            ax.set_title(_metric_label(metric), fontsize=10)
+            if x == "search_lr":
+                ax.set_xscale("log")
+                ax.set_xticks(sorted(ok[x].unique()))
+                ax.set_xticklabels([f"{v:g}" for v in sorted(ok[x].unique())])
+            elif x != "width":
+                ax.set_xticks(sorted(ok[x].unique()))
+        fig.suptitle(f"Ticket (solid) and random re-init (dashed, open markers) by {LABELS.get(x, x)}, "
+                     f"mean over the grid's other axes\n{note}", fontsize=9)
+        files.append(save_figure(fig, out / name, panels, legend="outside", integer_x=x in ("budget", "search_epochs")))
 
     e1, e5, fin = _metric(bench, "epoch1"), _metric(bench, "epoch5"), _metric(bench, "final")
     if len(axes.budget) > 1:
@@ -280,18 +427,24 @@ def _plots(ok: pd.DataFrame, out: Path, axes: AblateConfig, bench: dict) -> list
     if len(axes.search_lr) > 1:
         line_plot("search_lr", [e1, fin], "ratio", "accuracy_vs_search_lr.png")
     if axes.controls and {"ticket", "reinit"} <= set(ok["arm"]):
-        keys = ["cell"]
-        pair = ok[ok.arm == "ticket"].merge(ok[ok.arm == "reinit"], on=keys, suffixes=("_ticket", "_reinit"))
-        fig, ax = plt.subplots(figsize=(4.5, 4.5))
-        ax.scatter(pair[f"{e1}_reinit"], pair[f"{e1}_ticket"], label=e1)
-        if f"{fin}_ticket" in pair:
-            ax.scatter(pair[f"{fin}_reinit"], pair[f"{fin}_ticket"], marker="x", label=fin)
-        lim = [0, max(0.05, float(pair.filter(like="_ticket").select_dtypes("number").max().max()))]
-        ax.plot(lim, lim, color="grey", lw=0.8)
-        ax.set_xlabel("random re-init")
+        pair = ok[ok.arm == "ticket"].merge(ok[ok.arm == "reinit"], on=["cell"], suffixes=("_ticket", "_reinit"))
+        metrics = [m for m in (e1, fin) if f"{m}_ticket" in pair and pair[f"{m}_ticket"].notna().any()]
+        fig, ax = plt.subplots(figsize=(5, 4.6))
+        values = []
+        for i, m in enumerate(metrics):
+            ax.scatter(pair[f"{m}_reinit"], pair[f"{m}_ticket"], label=_metric_label(m), s=28, **style(i))
+            values += pair[f"{m}_reinit"].tolist() + pair[f"{m}_ticket"].tolist()
+        lo, hi = min(values), max(values)  # the accuracies only: both axes on the same scale
+        pad = 0.05 * (hi - lo or 1)
+        lim = [lo - pad, hi + pad]
+        ax.plot(lim, lim, color="grey", lw=0.8, label="equal (y = x)")
+        ax.set_xlim(lim)
+        ax.set_ylim(lim)
+        ax.set_aspect("equal")
+        ax.set_xlabel("random re-initialisation (same mask)")
         ax.set_ylabel("ticket")
-        ax.set_title("ticket vs random re-initialisation (one point per cell)")
-        files.append(save_figure(fig, out / "ticket_vs_reinit.png", [ax]))
+        ax.set_title(f"Ticket vs random re-init, one point per cell\n({note})", fontsize=9)
+        files.append(save_figure(fig, out / "ticket_vs_reinit.png", [ax], legend="outside"))
     return files
 
 
@@ -302,7 +455,7 @@ PRESETS = {
               "bench": {"search_epochs": 1, "ticket_epochs": 1, "batch_size": 50, "eval_n": 40, "attack_steps": 2,
                         "final_attacks": []},
               "axes": {"search_lr": [0.01, 0.1], "ratio": [0.5, 0.8], "width": [0.25, 0.5]}},
-    "cpu": {"data": {"data": "npz:../shared/data/cifar10_exact_subset.npz", "val_size": 500},
+    "cpu": {"data": {"data": EXACT_SUBSET_SOURCE, "val_size": 500},
             "model": {"model": "cnn6", "width": 1.0},
             "bench": {"search_epochs": 8, "ticket_epochs": 3, "eval_n": 256, "final_attacks": [],
                       "precision": "bf16", "channels_last": True},

@@ -8,12 +8,14 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from . import __version__
+from .version import __version__
 from .config import (AttackConfig, DataConfig, ModelConfig, PruneConfig, TrainConfig, add_config_args,
                      check_sections, config_from_args, load_yaml, parse_number)
 from .device import check_device_settings, resolve_device
 from .errors import RobustLTHError, UsageError
-from .safety import check_output_dir, check_output_file, safe_torch_load
+from .replicates import add_seed_args, resolve_seeds
+from .safety import check_output_dir, check_output_file
+from .shared_data import check_preset_data
 
 DATA_PARALLEL = ("train", "find-ticket")  # the commands that run under torchrun, one process per GPU
 # The YAML sections each command reads; any other section in --config is an error.
@@ -156,7 +158,7 @@ def cmd_train(args, ctx) -> int:
     attack_cfg = config_from_args(AttackConfig, args, sec.get("attack"))
     train_cfg = config_from_args(TrainConfig, args, sec.get("train"))
     model_given = "model" in vars(args) or "width" in vars(args) or "model" in sec
-    result, run = run_train(data_cfg, model_cfg, train_cfg, attack_cfg, ctx, args.out, mask_path=args.mask,
+    result, run, _ = run_train(data_cfg, model_cfg, train_cfg, attack_cfg, ctx, args.out, mask_path=args.mask,
                             model_given=model_given, explicit=frozenset(vars(args)) | set(sec.get("train", {})),
                             progress=args.progress, log=_say)
     _report(ctx, {"run_dir": str(run.path), **result.final})
@@ -164,53 +166,36 @@ def cmd_train(args, ctx) -> int:
 
 
 # ------------------------------------------------------------------------------------------------------
-def _load_run_model(path: Path, device):
-    """A trained model from a run directory (or its checkpoint.pt), with the run's configs."""
-    from .models import build_model
-    path = Path(path)
-    run_dir = path if path.is_dir() else path.parent
-    ckpt_file = path if path.is_file() else path / "checkpoint.pt"
-    if not ckpt_file.exists() or not (run_dir / "config.yaml").exists():
-        raise UsageError(f"{path} is not a run directory (or its checkpoint.pt) with config.yaml and checkpoint.pt")
-    sec = load_yaml(run_dir / "config.yaml")
-    if not isinstance(sec.get("model"), dict) or not isinstance(sec.get("data"), dict):
-        raise UsageError(f"{run_dir / 'config.yaml'} has no model and data sections: not a `robustlth train` run")
-    from .datasets import DatasetSpec
-    model_cfg = ModelConfig.from_dict(sec["model"])
-    ckpt = safe_torch_load(ckpt_file, "robustlth checkpoint")
-    data_spec = ckpt.get("data_spec") if isinstance(ckpt, dict) else None
-    model = build_model(model_cfg.model, model_cfg.width, DatasetSpec.from_dict(data_spec))
-    try:
-        model.load_state_dict(ckpt["model"])
-    except (TypeError, KeyError, IndexError, RuntimeError) as e:
-        raise UsageError(f"{ckpt_file} could not be loaded as a {model_cfg.model} checkpoint "
-                         f"({str(e).strip().splitlines()[0]})") from None
-    return model.to(device).eval(), sec, run_dir
-
-
 def cmd_eval(args) -> int:
     from .data import as_float, load_dataset
-    from .evaluate import evaluate_robustness, validate_attack_names
+    from .evaluate import evaluate_robustness, summary_line, validate_attack_names
     from .runs import atomic_write_json, environment
+    from .saved_model import open_checkpoint
     device = _setup(args)
     attacks = validate_attack_names(args.attacks.split(","), args.eps)
-    model, sec, run_dir = _load_run_model(args.checkpoint, device)
-    data_cfg = DataConfig.from_dict(sec["data"])
-    if args.data:
-        data_cfg = data_cfg.replace(data=args.data)
-    default_out = run_dir / f"eval_{'-'.join(attacks)}_n{args.n}.json"
+    saved = open_checkpoint(args.checkpoint, device, model=args.model, width=args.width, data=args.data)
+    if saved.data is None:
+        raise UsageError(f"{saved.checkpoint} does not say which data it was trained on: pass --data SOURCE")
+    data = load_dataset(saved.data)  # the run's own data: its test images are the run's own test set
+    n = args.n if args.n is not None else min(saved.eval_n or len(data.test), len(data.test))
+    if n > len(data.test):
+        raise UsageError(f"--n {n} but the test set of {saved.data.data} has {len(data.test)} images")
+    default_out = saved.checkpoint.parent / f"eval_{'-'.join(attacks)}_n{n}.json"
     out = check_output_file(default_out if args.output is None else args.output)  # before the costly evaluation
-    data = load_dataset(data_cfg.replace(n_test=None))
-    if args.n > len(data.test):
-        raise UsageError(f"--n {args.n} but the test set of {data_cfg.data} has {len(data.test)} images")
-    x, y = as_float(data.test, device, args.n)
-    result = evaluate_robustness(model, x, y, attacks, eps=args.eps, batch_size=args.batch_size, seed=args.seed,
-                                 independent=args.independent, log=_say)
-    result.update(checkpoint=str(args.checkpoint), data=data_cfg.data, env=environment(device))
+    _say(f"evaluating {saved.model_name} (width {saved.width:g}, {saved.kind}"
+         + (f", sparsity {saved.sparsity:.2f}" if saved.sparsity is not None else "")
+         + f") on the first {n} of the run's {len(data.test)} test images of {saved.data.data}")
+    x, y = as_float(data.test, device, n)
+    result = evaluate_robustness(model=saved.model, x=x, y=y, attacks=attacks, eps=args.eps,
+                                 batch_size=args.batch_size, seed=args.seed, independent=args.independent, log=_say,
+                                 progress=args.progress)
+    result.update(checkpoint=str(saved.checkpoint), model=saved.model_name, width=saved.width, kind=saved.kind,
+                  data=saved.data.to_dict(), env=environment(device))
     atomic_write_json(out, result)
     _say(f"wrote {out}")
-    print(json.dumps({k: result[k] for k in ("n", "clean", "worst_case")} |
-                     {a["name"]: a["robust_after"] for a in result["attacks"]}))
+    _say(summary_line(result))
+    print(json.dumps({"n": result["n"], "worst_case": result["worst_case"], "clean": result["clean"],
+                      "cumulative": {a["name"]: a["robust_after"] for a in result["attacks"]}}))
     return 0
 
 
@@ -282,13 +267,25 @@ def cmd_bench(args) -> int:
     bench = config_from_args(BenchConfig, args, merged["bench"])
     data_cfg = config_from_args(DataConfig, args, merged["data"])
     model_cfg = _model_config(args, merged["model"])
+    check_preset_data("bench", args.preset, preset.get("data", {}).get("data"), data_cfg)
     check_device_settings(device, bench.precision, bench.cuda_graphs)
+    seeds = resolve_seeds(args, bench.seed)
+    if seeds is not None:  # replicates: one cached bench run per seed, then their spread
+        from .bench.aggregate import run_bench_seeds
+        agg, agg_dir = run_bench_seeds(bench, data_cfg, model_cfg, device, args.out, seeds, preset=args.preset,
+                                       progress=args.progress, log=_say)
+        _say(f"report: {agg_dir / 'report.md'}")
+        print(json.dumps({"aggregate_dir": str(agg_dir), "seeds": seeds, "runs": agg["runs"]}))
+        return 0
     results, run = run_bench(bench, data_cfg, model_cfg, device, args.out, preset=args.preset,
-                             progress=args.progress, log=_say)
+                             progress=args.progress, log=_say, allow_small_data=args.allow_small_data)
     h = results["headline"]
+    from .bench.report import headline_lines
+    print("\n".join(line.replace("**", "") for line in headline_lines(results)))  # the honest headline first
     _say(f"report: {run.file('report.md')}")
-    print(json.dumps({"run_dir": str(run.path), "total_time_ratio": round(h["total_time_ratio"], 4),
-                      "time_to_target_ratio": h["time_to_target_ratio"], "target_pgd20": h["target_pgd20"]}))
+    print(json.dumps({"run_dir": str(run.path), "ticket_vs_dense_time_to_target": h["time_to_target_vs_dense"],
+                      "total_time_ratio": round(h["total_time_ratio"], 4),
+                      "final_worst_case_diff": h.get("final_worst_case_diff"), "target_pgd20": h["target_pgd20"]}))
     return 0
 
 
@@ -296,14 +293,23 @@ def cmd_report(args) -> int:
     from .bench.report import compare, load_results, markdown_table, write_report
     if args.output:
         check_output_file(args.output)
+    if len(args.run_dirs) == 1 and not args.output and (Path(args.run_dirs[0]) / "ablation.csv").is_file():
+        from .ablate import rerender
+        rerender(args.run_dirs[0])  # an ablation grid: tables.md and figures from its ablation.csv
+        _say(f"wrote {Path(args.run_dirs[0]) / 'tables.md'}")
+        return 0
     if len(args.run_dirs) == 1 and not args.output:
         write_report(load_results(args.run_dirs[0]), args.run_dirs[0])
         _say(f"wrote {Path(args.run_dirs[0]) / 'report.md'}")
         return 0
     table = markdown_table(compare(args.run_dirs))
-    if args.output:
+    if args.output:  # several runs (e.g. seeds): their frontier, averaged per arm, next to the table
+        from .bench.frontier import frontier_section
         from .runs import atomic_write_text
-        atomic_write_text(Path(args.output), table + "\n")
+        stem = Path(args.output).stem
+        frontier = frontier_section([load_results(d) for d in args.run_dirs], Path(args.output).parent,
+                                    markdown_table, f"{stem}_frontier")
+        atomic_write_text(Path(args.output), table + "\n\n" + "\n".join(frontier))
         _say(f"wrote {args.output}")
     else:
         print(table)
@@ -319,10 +325,13 @@ def cmd_ablate(args) -> int:
     bench = config_from_args(BenchConfig, args, merged["bench"])
     data_cfg = config_from_args(DataConfig, args, merged["data"])
     model_cfg = _model_config(args, merged["model"])
+    check_preset_data("ablate", args.preset, preset.get("data", {}).get("data"), data_cfg)
     check_device_settings(_setup(args), bench.precision, bench.cuda_graphs)  # even when jobs run elsewhere
+    seeds = resolve_seeds(args, bench.seed)
     launcher = Launcher(args.launcher, cluster=args.cluster, timeout_min=args.timeout_min,
                         gpus_per_job=args.gpus_per_job, cpus_per_job=args.cpus_per_job, partition=args.partition)
-    df, grid_dir = run_grid(axes, bench, data_cfg, model_cfg, args.out, launcher, args.device, args.preset, _say)
+    df, grid_dir = run_grid(axes, bench, data_cfg, model_cfg, args.out, launcher, args.device, args.preset, _say,
+                            seeds=seeds)
     failed = int((df["status"] != "ok").sum())
     _say(f"tables: {grid_dir / 'tables.md'}; {len(df)} rows, {failed} failed")
     print(json.dumps({"grid_dir": str(grid_dir), "rows": len(df), "failed": failed}))
@@ -339,6 +348,7 @@ def cmd_locality(args) -> int:
     model_cfg = _model_config(args, merged["model"])
     train_cfg = config_from_args(TrainConfig, args, merged["train"])
     loc = config_from_args(LocalityConfig, args, merged["locality"])
+    check_preset_data("locality", args.preset, preset.get("data", {}).get("data"), data_cfg)
     if model_cfg.model != "fcn":
         raise UsageError(f"locality analyses the fully connected network: --model must be fcn, not {model_cfg.model}")
     check_device_settings(device, train_cfg.precision, train_cfg.cuda_graphs, train_cfg.compile)
@@ -416,12 +426,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a trained checkpoint against attacks")
-    p.add_argument("--checkpoint", type=Path, required=True, help="run directory or its checkpoint.pt")
+    p.add_argument("--checkpoint", type=Path, required=True,
+                   help="any checkpoint robustlth wrote, or its folder: a train run, a bench arm (runs/bench_*/dense), "
+                        "an IMP round, an ablation cell's arm")
     p.add_argument("--attacks", default="pgd20,pgd100,cw,autoattack",
                    help="comma-separated: fgsm, pgdK[xR], cw[K][xR], autoattack, ta-NAME (default: %(default)s)")
-    p.add_argument("--n", type=int_at_least(1), default=1000, help="number of test images (default: 1000)")
+    p.add_argument("--n", type=int_at_least(1), default=None,
+                   help="the first N of the run's own test images (default: as many as the run's final evaluation "
+                        "used, else its whole test set)")
+    p.add_argument("--model", help="override (or, for old checkpoints, give) the architecture: registry name or "
+                                   "package.module:factory")
+    p.add_argument("--width", type=number_in(0, low_open=True), help="override the width multiplier")
     p.add_argument("--eps", type=number_in(0, 1), default=8 / 255, help="L-inf budget (default: 8/255)")
-    p.add_argument("--data", help="override the run's data source")
+    p.add_argument("--data", help="override the run's data source (default: the run's own)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress lines")
     p.add_argument("--batch-size", type=int_at_least(1), default=256)
     p.add_argument("--seed", type=int_at_least(0), default=0)
     p.add_argument("--independent", action="store_true",
@@ -450,22 +468,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_find_ticket)
 
     from .bench import PRESETS, BenchConfig
-    p = sub.add_parser("bench", help="ticket pipeline vs dense adversarial training: time and robustness report")
+    p = sub.add_parser("bench", help="ticket pipeline vs dense adversarial training: time and robustness report",
+                       description="Flags left out take the preset's value (listed at the end), not the generic "
+                                   "defaults shown beside them.",
+                       epilog=preset_listing(PRESETS), formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(p)
     p.add_argument("--preset", choices=list(PRESETS), default="cpu",
-                   help="smoke (CI, seconds), cpu (exact CIFAR-10 subset, ~35 min on 2 cores), paper (GPU); "
-                        "default: %(default)s")
+                   help="smoke (CI, seconds), cpu (exact CIFAR-10 subset, ~35 min on 2 cores), gpu (one GPU, "
+                        "minutes), paper (GPU, the paper's setting); default: %(default)s")
+    p.add_argument("--allow-small-data", action="store_true",
+                   help="run a full-scale preset (gpu, paper) on fewer training images than it is meant for")
     for cls in (DataConfig, ModelConfig, BenchConfig):
         add_config_args(p, cls)
+    add_seed_args(p)
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("report", help="re-render a benchmark report, or compare several benchmark runs")
+    p = sub.add_parser("report", help="re-render a benchmark report (or an ablation grid's tables and figures), or "
+                                         "compare several benchmark runs")
     p.add_argument("run_dirs", nargs="+", type=Path)
     p.add_argument("--output", help="write the comparison table (Markdown) here")
     p.set_defaults(func=cmd_report)
 
     from .ablate import PRESETS as ABLATE_PRESETS, AblateConfig
-    p = sub.add_parser("ablate", help="grid over search LR, pruning ratio, width, search mode/epochs, budgets")
+    p = sub.add_parser("ablate", help="grid over search LR, pruning ratio, width, search mode/epochs, budgets",
+                       description="Flags left out take the preset's value (listed at the end).",
+                       epilog=preset_listing(ABLATE_PRESETS), formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(p)
     p.add_argument("--preset", choices=list(ABLATE_PRESETS), default="cpu", help="default: %(default)s")
     p.add_argument("--launcher", choices=["serial", "submitit"], default="serial",
@@ -479,6 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
     for cls in (DataConfig, ModelConfig, BenchConfig):
         add_config_args(p, cls)
     add_config_args(p, AblateConfig, prefix="grid-", title="grid axes (comma-separated values)")
+    add_seed_args(p)
     p.set_defaults(func=cmd_ablate)
 
     from .pruning import CONTROLS
@@ -509,6 +537,18 @@ def build_parser() -> argparse.ArgumentParser:
                        SWEEP_PRESETS, "~7 CPU-minutes", (DataConfig, ModelConfig, TrainConfig, SweepConfig),
                        cmd_sparsity_sweep)
     return parser
+
+
+def preset_listing(presets: dict) -> str:
+    """Every preset's values, for --help."""
+    lines = ["presets (section: values):"]
+    for name, sections in presets.items():
+        lines.append(f"  {name}:")
+        for sec, values in sections.items():
+            text = ", ".join(f"{k}={','.join(map(str, v)) if isinstance(v, (list, tuple)) else v}"
+                             for k, v in values.items())
+            lines.append(f"    {sec}: {text}")
+    return "\n".join(lines)
 
 
 def _one_line(e: BaseException) -> str:

@@ -179,12 +179,21 @@ class DataConfig(Config):
 
 @dataclass(frozen=True)
 class ModelConfig(Config):
-    model: str = field(default="vgg16", metadata={"help": "architecture name (see `robustlth models`)"})
+    model: str = field(default="vgg16", metadata={"help": "architecture name (see `robustlth models`), or package.module:factory for your own nn.Module"})
     width: float = field(default=1.0, metadata={"help": "width multiplier for capacity ablations"})
 
     def validate(self) -> None:  # the name is checked against the registry by `models.check_model_name`
         _check(isinstance(self.model, str) and bool(self.model), "model", self.model, "an architecture name")
         _check(self.width > 0, "width", self.width, "a positive number")
+
+    def identity(self) -> dict:
+        """A user's `package.module:factory` is identified by its source file's content too: an edited
+        architecture is a new run, never a resumed one."""
+        out = self.non_default()
+        from .factory import factory_digest, is_factory_path
+        if is_factory_path(self.model):
+            out["factory_sha256"] = factory_digest(self.model)
+        return out
 
 
 ATTACK_MODES = ("none", "fgsm", "fgsm_rs", "nfgsm", "pgd")

@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from .attacks import Attack, attack_from_spec
 from .config import ConfigError
 from .device import autocast, synchronize
+from .progress import Progress
+from .stats import pack_flags
 
 DEFAULT_ATTACKS = ("pgd20", "pgd100", "cw", "autoattack")
 
@@ -56,7 +58,8 @@ def predict(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int 
 
 
 def robust_flags(model: nn.Module, attack: Attack, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512,
-                 generator: Optional[torch.Generator] = None, precision: str = "fp32") -> torch.Tensor:
+                 generator: Optional[torch.Generator] = None, precision: str = "fp32",
+                 progress: Optional[Progress] = None) -> torch.Tensor:
     """Per-sample flags: still classified correctly after `attack` (attack generated in eval mode)."""
     flags = []
     with eval_mode(model):
@@ -66,6 +69,8 @@ def robust_flags(model: nn.Module, attack: Attack, x: torch.Tensor, y: torch.Ten
                 x_adv = attack(model, xb, yb, generator)
                 with torch.no_grad():
                     flags.append(model(x_adv).argmax(1) == yb)
+            if progress is not None:
+                progress.update(xb.shape[0])
     return torch.cat(flags) if flags else torch.zeros(0, dtype=torch.bool, device=x.device)
 
 
@@ -120,13 +125,14 @@ def torchattacks_flags(name: str, model: nn.Module, x: torch.Tensor, y: torch.Te
     return torch.cat(flags)
 
 
-def _attack_flags(spec: str, model, x, y, eps, batch_size, seed, precision) -> torch.Tensor:
+def _attack_flags(spec: str, model, x, y, eps, batch_size, seed, precision, progress: bool = False) -> torch.Tensor:
     if spec == "autoattack":
         return autoattack_flags(model, x, y, eps, seed=seed, batch_size=batch_size, precision=precision)
     if spec.startswith("ta-"):
         return torchattacks_flags(spec[3:], model, x, y, eps, batch_size)
     gen = torch.Generator(device=x.device).manual_seed(seed)
-    return robust_flags(model, attack_from_spec(spec, eps), x, y, batch_size, gen, precision)
+    with Progress(f"final attack {spec}", x.shape[0], enabled=progress, unit="images") as bar:
+        return robust_flags(model, attack_from_spec(spec, eps), x, y, batch_size, gen, precision, bar)
 
 
 def validate_attack_names(names: Iterable[str], eps: float = 8 / 255) -> list[str]:
@@ -181,7 +187,8 @@ def sanity_warnings(clean: float, results: list[dict], zero_grad: float, n: int)
 
 def evaluate_robustness(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: Iterable[str],
                         eps: float = 8 / 255, batch_size: int = 256, seed: int = 0, independent: bool = False,
-                        precision: str = "fp32", limits: Optional[dict[str, int]] = None, log=None) -> dict:
+                        precision: str = "fp32", limits: Optional[dict[str, int]] = None, log=None,
+                        progress: bool = False) -> dict:
     """Clean and robust accuracy per attack and per-sample worst case, with sanity warnings.
 
     `limits` maps an attack to a number K: it runs only on the first K images (for costly attacks such as
@@ -195,6 +202,7 @@ def evaluate_robustness(model: nn.Module, x: torch.Tensor, y: torch.Tensor, atta
     robust = correct.clone()
     clean = float(correct.float().mean())
     results = []
+    per_image = {"clean": pack_flags(correct)}  # kept so a single run can be bootstrapped over images
     for spec in attacks:
         pool = correct if independent else robust
         if spec in limits:
@@ -202,25 +210,43 @@ def evaluate_robustness(model: nn.Module, x: torch.Tensor, y: torch.Tensor, atta
         idx = pool.nonzero().squeeze(1)
         t0 = time.perf_counter()
         flags = correct.clone()  # points the attack does not run on keep their clean verdict
+        k = min(limits.get(spec, n), n)  # a limited attack's own accuracy is over the images it covered
+        if log:
+            log(f"final attack {spec}: running on {idx.numel()} images (those of the first {k} still robust)")
         if idx.numel():
-            flags[idx] = _attack_flags(spec, model, x[idx], y[idx], eps, batch_size, seed, precision)
+            flags[idx] = _attack_flags(spec, model, x[idx], y[idx], eps, batch_size, seed, precision, progress)
         synchronize(x.device)
         robust &= flags
-        k = min(limits.get(spec, n), n)  # a limited attack's own accuracy is over the images it covered
+        per_image[spec] = pack_flags(robust)  # cumulative, as robust_after
         r = {"name": spec, "robust_after": float(robust.float().mean()),
              "accuracy": float(flags[:k].float().mean()) if (independent or not results) else None,
-             "time_s": round(time.perf_counter() - t0, 3)}
+             "time_s": round(time.perf_counter() - t0, 3), "n": k}
         results.append(r)
         if log:
-            log(f"{spec}: robust after {r['robust_after']:.4f} ({r['time_s']:.1f} s)")
+            log(f"final attack {spec}: done in {r['time_s']:.1f} s; robust after all attacks so far (cumulative, "
+                f"{n} images) {r['robust_after']:.4f}")
     idx = correct.nonzero().squeeze(1)[:batch_size]
     zero = zero_gradient_fraction(model, x[idx], y[idx]) if idx.numel() else 0.0
     warns = sanity_warnings(clean, results, zero, n)
     for w in warns:
         warnings.warn(w, RuntimeWarning, stacklevel=2)
-    out = {"n": n, "eps": eps, "clean": clean, "attacks": results, "worst_case": float(robust.float().mean()),
-           "independent": independent, "warnings": warns}
+    out = {"n": n, "eps": eps, "worst_case": float(robust.float().mean()), "clean": clean, "attacks": results,
+           "independent": independent, "warnings": warns, "flags": per_image,
+           "note": "worst_case: per-sample worst case over all attacks; attacks[].robust_after: cumulative (robust "
+                   "to that attack and every one before it); attacks[].accuracy: that attack's own accuracy on its "
+                   "n images (independent runs only, or the first attack); flags: packed per-image verdicts (clean, then "
+                   "cumulative after each attack), for bootstrap intervals"}
     for spec, k in limits.items():
-        results[attacks.index(spec)]["n"] = min(k, n)
-        out[f"worst_case_first_{min(k, n)}"] = float(robust[:k].float().mean())
+        if spec in attacks:
+            out[f"worst_case_first_{min(k, n)}"] = float(robust[:k].float().mean())
     return out
+
+
+def summary_line(result: dict) -> str:
+    """One readable line, the per-sample worst case first."""
+    parts = [f"worst case over all attacks {result['worst_case']:.4f} on {result['n']} images",
+             f"clean {result['clean']:.4f}"]
+    parts += [f"after {a['name']} (cumulative) {a['robust_after']:.4f}" for a in result["attacks"]]
+    parts += [f"worst case on the first {k[len('worst_case_first_'):]} (every attack) {v:.4f}"
+              for k, v in result.items() if k.startswith("worst_case_first_")]
+    return "; ".join(parts)

@@ -1,7 +1,7 @@
 """Run directories: named by a config hash, written atomically, self-describing.
 
 A run directory holds `config.yaml` (the resolved hyperparameters), `env.json` (seed, library versions,
-git commit, device), `metrics.jsonl` (one JSON object per logged event) and results files. Stages check
+robustlth's own version, commit and whether its tree had uncommitted changes, device), `metrics.jsonl` (one JSON object per logged event) and results files. Stages check
 for their results on disk and skip work already done.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any, Optional
 
 import torch
 
-from . import __version__
+from .version import __version__
 from .config import dump_yaml
 from .errors import RunLockedError
 from .safety import append_line, read_json
@@ -76,19 +76,32 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+def source_tree() -> dict:
+    """robustlth's own source: its folder, and the commit of the git checkout it lives in (never the current
+    directory's repository, nor one that merely contains an installed copy), with whether it has uncommitted
+    changes to tracked files."""
+    src = Path(__file__).resolve().parent.parent
+    out = {"robustlth_source": str(src / "robustlth"), "robustlth_commit": None, "robustlth_dirty": None}
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=src, capture_output=True, text=True, timeout=5).stdout.strip()
+    try:
+        top = git("rev-parse", "--show-toplevel")
+        if not top or Path(top).resolve() != src:  # an installed copy (site-packages), not a checkout
+            return out
+        out["robustlth_commit"] = git("rev-parse", "HEAD") or None
+        out["robustlth_dirty"] = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return out
+
+
 def git_commit() -> Optional[str]:
     """The commit of the robustlth source tree (with '+dirty' when it has local changes), if any."""
-    src = Path(__file__).resolve().parent.parent
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=src, capture_output=True, text=True,
-                             timeout=5).stdout.strip()
-        if not sha:
-            return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=src,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-        return sha + ("+dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
+    tree = source_tree()
+    if not tree["robustlth_commit"]:
         return None
+    return tree["robustlth_commit"] + ("+dirty" if tree["robustlth_dirty"] else "")
 
 
 def environment(device: Optional[torch.device] = None) -> dict:
@@ -99,9 +112,12 @@ def environment(device: Optional[torch.device] = None) -> dict:
         "numpy": numpy.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "git_commit": git_commit(),
         "torch_threads": torch.get_num_threads(),
     }
+    tree = source_tree()
+    env["git_commit"] = (tree["robustlth_commit"] + ("+dirty" if tree["robustlth_dirty"] else "")
+                         if tree["robustlth_commit"] else None)
+    env.update(tree)
     try:
         import torchvision
         env["torchvision"] = torchvision.__version__

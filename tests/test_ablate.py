@@ -81,3 +81,29 @@ def test_search_groups_ignore_ratio_and_budget():
     cells = expand(AblateConfig(search_lr=(0.01, 0.1), ratio=(0.5, 0.8), budget=(2, 4)), BenchConfig(),
                    ModelConfig(model="cnn6"))
     assert len({_search_key(c) for c in cells}) == 2  # one search training per search LR
+
+
+def test_launcher_limits_local_concurrency_and_refuses_missing_slurm(monkeypatch):
+    pytest.importorskip("submitit")
+    import shutil
+    from robustlth.ablate import Launcher
+    from robustlth.config import ConfigError
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(ConfigError, match="SLURM is not available"):
+        Launcher("submitit", cluster="slurm")
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    assert Launcher("submitit", cluster="local", cpus_per_job=2).concurrency() == 4
+    assert Launcher("submitit", cluster="local", cpus_per_job=16).concurrency() == 1
+    assert Launcher("serial").concurrency() == 1
+
+
+def test_cells_record_time_and_concurrency_and_open_with_eval(smoke, capsys):
+    df = pd.read_csv(smoke / "ablation.csv")
+    ok = df[df["status"] == "ok"]
+    assert (ok["cell_s"] > 0).all() and (ok["concurrent_jobs"] == 1).all() and (ok["torch_threads"] >= 1).all()
+    assert "cell 1/" in (smoke / "run.log").read_text()
+    cell = next(p for p in (smoke / "cells").iterdir() if (p / "ticket" / "checkpoint.pt").exists())
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(cell / "ticket"), "--attacks", "pgd2", "--device", "cpu",
+                 "--no-progress"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["n"] == 60  # the grid's own test set

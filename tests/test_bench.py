@@ -92,3 +92,41 @@ def test_all_control_arms_run(tmp_path):
     assert arms["fast_at"]["train_config"]["schedule"] == "onecycle" and arms["fast_at"]["sparsity"] == 0
     # The winning control searched at LR 0.1, the ticket at the model's small default: two different searches.
     assert len(list((run / "search").glob("ticket_*"))) == 2
+
+
+def test_headline_first_and_arm_checkpoints_open_with_eval(smoke, capsys):
+    from robustlth.bench.report import headline_lines
+    r = json.loads((smoke / "results.json").read_text())
+    lines = headline_lines(r)
+    assert lines[0].startswith(("Time to target, ticket vs the dense run's own", "Time to target: the ticket never"))
+    assert lines[1].startswith("Total wall-clock ticket / dense") and "worst case over all attacks" in lines[2]
+    md = (smoke / "report.md").read_text()
+    assert md.index(lines[0]) < md.index("Total wall-clock")
+    df = pd.read_csv(smoke / "results.csv")
+    assert {"test_worst_case_n50", "test_clean_n50", "test_pgd5_cum_n50", "test_cw5_cum_n50"} <= set(df.columns)
+    assert "robustlth_dirty" in r["environment"] and (smoke / "run.log").read_text().count("bench arm dense epoch") == 2
+    capsys.readouterr()
+    # A bench arm folder opens with `robustlth eval`, on the run's own 50 final test images by default.
+    assert main(["eval", "--checkpoint", str(smoke / "ticket"), "--attacks", "pgd2", "--device", "cpu",
+                 "--no-progress"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["n"] == 50 and out["clean"] == pytest.approx(r["arms"]["ticket"]["final"]["clean"])
+    assert "pgd2" in out["cumulative"]
+
+
+def test_presets_listed_in_help_and_data_checks(capsys, tmp_path):
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    text = capsys.readouterr().out
+    assert "presets (section: values):" in text and "dense_epochs=100" in text and "autoattack_n=200" in text
+    from robustlth.config import ConfigError, DataConfig
+    from robustlth.shared_data import check_preset_data
+    missing = f"npz:{tmp_path / 'nowhere.npz'}"
+    with pytest.raises(ConfigError, match="pass --data npz:PATH to a copy"):
+        check_preset_data("bench", "cpu", missing, DataConfig(data=missing))
+    check_preset_data("bench", "cpu", missing, DataConfig(data="synthetic"))  # the user's own data: not this check
+    # A full-scale preset on a few hundred images is refused before anything is written.
+    assert main(["bench", "--preset", "paper", "--data", "synthetic", "--n-train", "400", "--val-size", "100",
+                 "--device", "cpu", "--out", str(tmp_path / "runs")]) == 2
+    assert "would train on 400 images" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

@@ -5,8 +5,11 @@ from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
 from ..config import ATTACK_MODES, PRECISIONS, STRATEGIES, Config, ConfigError, _check, _choice
+from ..shared_data import EXACT_SUBSET_SOURCE
 
-ARMS = ("dense", "ticket", "reinit", "random_prune", "winning", "fast_at", "rst")
+ARMS = ("dense", "ticket", "reinit", "random_prune", "winning", "fast_at",
+        # beyond the paper: the ticket with fast single-step AT, structured (shrunk) tickets, RST (SPEC 3)
+        "ticket_fast", "structured", "structured_fast", "rst")
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,14 @@ class BenchConfig(Config):
     rst_iterations: Optional[int] = field(default=None, metadata={
         "help": "rst arm: iterations of the natural transformation of a random ticket at the pruning ratio (none: "
                 "SPEC's 90,000; fewer rescale the eta ramp and hold)"})
+    structured_keep: float = field(default=0.44, metadata={
+        "help": "structured arms: fraction of each channel group kept (0.44: 80 % of cnn6's FLOPs removed)"})
+    structured_criterion: str = field(default="bn", metadata={"help": "structured arms: channel score, bn "
+                                                                      "(|gamma|), l1 or l2 (filter norm)"})
+    structured_scope: str = field(default="layerwise", metadata={"help": "structured arms: keep the fraction per "
+                                                                         "layer, or global (with a floor)"})
+    structured_floor: float = field(default=0.1, metadata={"help": "structured arms, global scope: fraction of "
+                                                                   "channels every group keeps at least"})
     eval_n: int = field(default=512, metadata={"help": "images of the per-epoch PGD-20 evaluation set"})
     final_attacks: Tuple[str, ...] = field(default=("pgd20", "pgd100", "cw", "autoattack"),
                                            metadata={"help": "final test-set attacks (empty: no final evaluation)"})
@@ -66,6 +77,9 @@ class BenchConfig(Config):
         _check(self.lr > 0 and (self.search_lr is None or self.search_lr > 0), "lr", self.lr, "positive LRs")
         _choice("precision", self.precision, PRECISIONS)
         _choice("strategy", self.strategy, STRATEGIES)
+        from ..pruning.structured import check_structured
+        check_structured(self.structured_keep, self.structured_criterion, self.structured_scope,
+                         self.structured_floor)
         _check(self.winning_lr > 0, "winning_lr", self.winning_lr, "a positive LR")
         _check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "a number >= 0")
         _check(0 <= self.target_tolerance < 1, "target_tolerance", self.target_tolerance,
@@ -91,7 +105,7 @@ PRESETS = {
     # epochs vs 20 search + 40 ticket epochs) scaled to 20 vs 8 + 8. bf16 autocast and channels_last were
     # measured 2.6x faster than fp32 for this model with the same accuracy. Per-epoch curves on a held-out
     # validation split; the test images are only used for the final evaluation.
-    "cpu": {"data": {"data": "npz:../shared/data/cifar10_exact_subset.npz", "val_size": 500},
+    "cpu": {"data": {"data": EXACT_SUBSET_SOURCE, "val_size": 500},
             "model": {"model": "cnn6", "width": 1.0},
             "bench": {"dense_epochs": 20, "ticket_epochs": 8, "search_epochs": 8, "search_lr": 0.01,
                       "eval_n": 256, "final_attacks": ["pgd20", "pgd100", "cw", "autoattack"], "final_n": 1000,
@@ -113,3 +127,6 @@ PRESETS = {
               "bench": {"dense_epochs": 100, "ticket_epochs": 40, "search_epochs": 20, "eval_n": 1000,
                         "final_n": 10000, "arms": ["dense", "ticket", "reinit", "winning", "fast_at"]}},
 }
+
+# Full-scale presets refuse fewer training images than this (`--allow-small-data` overrides).
+MIN_TRAIN_IMAGES = {"gpu": 10_000, "paper": 10_000}

@@ -4,28 +4,82 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Optional
 
 import pandas as pd
 
 from ..errors import UsageError
+from ..plotting import binomial_se
 from ..runs import atomic_write_text
 from ..safety import read_json
-from .metrics import final_metrics
+
+
+def final_columns(final: Optional[dict]) -> dict:
+    """Final test-set metrics, each column naming the images it covers: the per-sample worst case over all
+    attacks first (over the first K images when an attack such as AutoAttack ran on those only), then clean
+    accuracy and the accuracy after each attack, cumulative (robust to it and every attack before it)."""
+    if not final:
+        return {}
+    n, out = final["n"], {}
+    for k, v in final.items():
+        if k.startswith("worst_case_first_"):
+            out[f"test_worst_all_attacks_n{k[len('worst_case_first_'):]}"] = v
+    limited = {a["name"]: a["n"] for a in final["attacks"] if a.get("n") is not None and a["n"] < n}
+    out[f"test_worst_case_n{n}" + "".join(f"_{a}_on_{k}" for a, k in limited.items())] = final["worst_case"]
+    out[f"test_clean_n{n}"] = final["clean"]
+    for a in final["attacks"]:
+        ran = f"_ran_on_{limited[a['name']]}" if a["name"] in limited else ""
+        out[f"test_{a['name']}_cum_n{n}{ran}"] = a["robust_after"]
+    return out
+
+
+def worst_case_metric(final: dict) -> tuple[str, float, int]:
+    """(label, value, images) of the honest final number: the worst case over every attack, on the images
+    where every attack ran."""
+    for k, v in final.items():
+        if k.startswith("worst_case_first_"):
+            return "worst case over all attacks", v, int(k[len("worst_case_first_"):])
+    return "worst case over all attacks", final["worst_case"], final["n"]
+
+
+def headline_lines(results: dict) -> list[str]:
+    """The honest headline, in order: the ticket's time to target against the dense run's own time to target,
+    the total-time ratio, then the final per-sample worst case over all attacks."""
+    h, arms = results["headline"], results["arms"]
+    b = results["config"]["bench"]
+    ttt, dense, ticket = h["time_to_target"], arms["dense"], arms["ticket"]
+    target = (f"target: dense final PGD-20 on the {h['target_split']} set ({b['eval_n']} images) minus "
+              f"{b['target_tolerance']:.2f} = {h['target_pgd20']:.4f}")
+    if ttt.get("ticket") is None:
+        first = f"Time to target: the ticket never reached it; the dense run did after {ttt['dense']:.1f} s ({target})."
+    else:
+        first = (f"Time to target, ticket vs the dense run's own: **{h['time_to_target_vs_dense']:.2f}x** "
+                 f"({ttt['ticket']:.1f} s vs {ttt['dense']:.1f} s; below 1: the ticket gets there sooner; {target}).")
+    lines = [first,
+             f"Total wall-clock ticket / dense: {h['total_time_ratio']:.3f} ({ticket['total_time']:.1f} s, search "
+             f"included, vs {dense['total_time']:.1f} s for all {dense['epochs']} dense epochs; evaluation excluded)."]
+    if dense.get("final") and ticket.get("final"):
+        label, d, n = worst_case_metric(dense["final"])
+        _, t, _ = worst_case_metric(ticket["final"])
+        names = ", ".join(a["name"] for a in dense["final"]["attacks"])
+        lines.append(f"Final test set, per-sample {label} ({names}) on {n} images: ticket {t:.4f}, dense {d:.4f} "
+                     f"(ticket − dense {t - d:+.4f}; one standard error about {binomial_se(d, n):.3f}).")
+    return lines
 
 
 def arms_table(results: dict, run_name: str = "") -> pd.DataFrame:
     rows = []
     for name, a in results["arms"].items():
+        split, n_eval = a["eval_split"], results["config"]["bench"]["eval_n"]
         row = {"run": run_name, "arm": name, "epochs": a["epochs"], "sparsity": round(a["sparsity"], 4),
                "search_s": round(a["search_time"], 1), "train_s": round(a["train_time"], 1),
                "total_s": round(a["total_time"], 1), "eval_s": round(a["eval_time"], 1),
-               f"epoch1_{a['eval_split']}_clean": a["curve"][0]["clean"],
-               f"epoch1_{a['eval_split']}_pgd20": a["curve"][0]["pgd20"],
-               f"last_{a['eval_split']}_clean": a["curve"][-1]["clean"],
-               f"last_{a['eval_split']}_pgd20": a["curve"][-1]["pgd20"]}
-        row.update({f"test_{k}": v for k, v in final_metrics(a["final"]).items()})
-        row["time_to_target_s"] = results["headline"]["time_to_target"].get(name)
+               "time_to_target_s": results["headline"]["time_to_target"].get(name)}
+        row.update(final_columns(a["final"]))
+        row.update({f"epoch1_{split}_clean_n{n_eval}": a["curve"][0]["clean"],
+                    f"epoch1_{split}_pgd20_n{n_eval}": a["curve"][0]["pgd20"],
+                    f"last_{split}_clean_n{n_eval}": a["curve"][-1]["clean"],
+                    f"last_{split}_pgd20_n{n_eval}": a["curve"][-1]["pgd20"]})
         row["stopped"] = a["stopped"] or ""
         rows.append(row)
     df = pd.DataFrame(rows)
@@ -46,73 +100,89 @@ def markdown_table(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def plot(results: dict, out_dir: Path) -> list[str]:
-    from ..plotting import pyplot, save_figure
+def plot(results: dict, out_dir: Path, seeds: Optional[dict[str, list[dict]]] = None) -> list[str]:
+    """Robust accuracy against wall-clock and accuracy per epoch, one distinct colour and marker per arm.
+    `seeds` (arm -> several runs' arm dicts) draws each arm's mean with a ± s.e. band instead of one run."""
+    from ..plotting import eval_note, plot_series, pyplot, save_figure, style
     plt = pyplot()
     files = []
+    arms = seeds or {name: [a] for name, a in results["arms"].items()}
     split = next(iter(results["arms"].values()))["eval_split"]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, a in results["arms"].items():
-        ax.plot([0] + [p["wall_clock"] for p in a["curve"]], [None] + [p["pgd20"] for p in a["curve"]],
-                marker="o", label=name)
-        if a["search_time"]:
-            ax.axvline(a["search_time"], ls=":", lw=0.8, color=ax.lines[-1].get_color())
-    ax.axhline(results["headline"]["target_pgd20"], color="grey", ls="--", lw=0.8, label="dense final − tol.")
+    note = eval_note(split, results["config"]["bench"]["eval_n"])
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    search_ends = []
+    for i, (name, runs) in enumerate(arms.items()):
+        a = runs[0]
+        x = [0] + [p["wall_clock"] for p in a["curve"]]
+        plot_series(ax, x, [[None] + [p["pgd20"] for p in r["curve"]] for r in runs], name, i,
+                    ls=("-", "--", "-.", ":")[i % 4])
+        if a["search_time"] and a["search_time"] not in search_ends:
+            search_ends.append(a["search_time"])
+            ax.axvline(a["search_time"], ls=":", lw=1, color=style(i)["color"],
+                       label=f"search ends ({name} and arms sharing its search)")
+    ax.axhline(results["headline"]["target_pgd20"], color="grey", ls="--", lw=0.8,
+               label="target: dense final − tolerance")
     ax.set_xlabel("wall-clock seconds (search + training; evaluation excluded)")
     ax.set_ylabel(f"PGD-20 accuracy ({split})")
-    files.append(save_figure(fig, out_dir / "robust_vs_time.png", [ax]))
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for name, a in results["arms"].items():
-        epochs = [p["epoch"] for p in a["curve"]]
-        axes[0].plot(epochs, [p["clean"] for p in a["curve"]], marker="o", label=name)
-        axes[1].plot(epochs, [p["pgd20"] for p in a["curve"]], marker="o", label=name)
+    ax.set_title(f"Robust accuracy vs wall-clock\n({note})", fontsize=10)
+    files.append(save_figure(fig, out_dir / "robust_vs_time.png", [ax], legend="outside"))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for i, (name, runs) in enumerate(arms.items()):
+        epochs = [p["epoch"] for p in runs[0]["curve"]]
+        ls = ("-", "--", "-.", ":")[i % 4]
+        plot_series(axes[0], epochs, [[p["clean"] for p in r["curve"]] for r in runs], name, i, ls=ls)
+        plot_series(axes[1], epochs, [[p["pgd20"] for p in r["curve"]] for r in runs], name, i, ls=ls)
     for ax, what in zip(axes, ("clean", "PGD-20")):
         ax.set_xlabel("epoch")
         ax.set_ylabel(f"{what} accuracy ({split})")
-    files.append(save_figure(fig, out_dir / "accuracy_vs_epoch.png", axes))
+        ax.set_title(f"{what} accuracy per epoch", fontsize=10)
+    fig.suptitle(note, fontsize=9)
+    files.append(save_figure(fig, out_dir / "accuracy_vs_epoch.png", list(axes), integer_x=True, legend="outside"))
     return files
 
 
-def render_markdown(results: dict, plots: Iterable[str]) -> str:
+def environment_note(env: dict) -> str:
+    commit = env.get("git_commit")
+    if not commit:
+        return f"robustlth {env.get('robustlth', '?')}, commit unknown (not run from a git checkout)."
+    clean = not commit.endswith("+dirty") and not env.get("robustlth_dirty")
+    return (f"robustlth {env.get('robustlth', '?')} at commit {commit.split('+')[0][:12]}, "
+            + ("a clean tree." if clean else "**with uncommitted changes** (its source differed from that commit)."))
+
+
+def render_markdown(results: dict, plots: Iterable[str], extra: Iterable[str] = ()) -> str:
     h, cfg, env = results["headline"], results["config"], results["environment"]
     b = cfg["bench"]
-    ttt = h["time_to_target"]
-    lines = [f"# robustlth benchmark ({cfg.get('preset') or 'custom'})", "",
-             f"Model {cfg['model']['model']} (width {cfg['model']['width']}), data `{cfg['data']['data']}`, "
-             f"dense PGD-{b['attack_steps']} AT {b['dense_epochs']} epochs vs ticket search ({b['search_attack']}, "
-             f"{b['search_epochs']} epochs) + PGD-{b['attack_steps']} AT {b['ticket_epochs']} epochs, "
-             f"pruning {b['strategy']} {b['ratio']:.0%}, seed {b['seed']}.", "",
-             "## Headline", "",
-             f"- Total wall-clock ticket / dense: **{h['total_time_ratio']:.3f}** "
-             f"({results['arms']['ticket']['total_time']:.1f} s vs {results['arms']['dense']['total_time']:.1f} s; "
-             "search included, evaluation excluded).",
-             f"- Target: dense final PGD-20 on the {h['target_split']} set minus {b['target_tolerance']:.2f} = "
-             f"{h['target_pgd20']:.4f}. Time to target: " + ", ".join(
-                 f"{k} {'never' if v is None else f'{v:.1f} s'}" for k, v in ttt.items())
-             + (f" (ticket / dense total: {h['time_to_target_ratio']:.3f})." if h["time_to_target_ratio"] is not None
-                else " (the ticket never reached it).")]
-    if "final_clean_diff" in h:
-        lines.append(f"- Final test-set differences ticket − dense: clean {h['final_clean_diff']:+.4f}, "
-                     + ", ".join(f"{k[6:-5]} {v:+.4f}" for k, v in h.items()
-                                 if k.startswith("final_") and k.endswith("_diff") and k != "final_clean_diff") + ".")
-    else:
-        lines.append("- No final test-set evaluation (final_attacks is empty).")
-    if h.get("time_to_target_vs_dense") is not None:
-        lines.append(f"- The dense run itself reached the target after {ttt['dense']:.1f} s: the ticket's time to target is "
-                     f"**{h['time_to_target_vs_dense']:.2f}x** the dense run's (below 1: the ticket gets there sooner).")
+    lines = [f"# robustlth benchmark ({cfg.get('preset') or 'custom'})", ""]
+    lines += [f"- {line}" for line in headline_lines(results)]
+    lines += ["", f"Model {cfg['model']['model']} (width {cfg['model']['width']}), data `{cfg['data']['data']}`, "
+              f"dense PGD-{b['attack_steps']} AT {b['dense_epochs']} epochs vs ticket search ({b['search_attack']}, "
+              f"{b['search_epochs']} epochs) + PGD-{b['attack_steps']} AT {b['ticket_epochs']} epochs, "
+              f"pruning {b['strategy']} {b['ratio']:.0%}, seed {b['seed']}. {environment_note(env)}", "",
+              "## Details", ""]
+    if h.get("time_to_target_ratio") is not None:
+        lines.append(f"- Ticket time to target / dense *total* time: {h['time_to_target_ratio']:.3f} (not a speed-up "
+                     "over dense training stopped at the target: see the first line).")
     if "best_epoch_val" in h:
         lines.append("- Best epoch by validation PGD-20 (reported, not used for the table): " +
                      ", ".join(f"{k} {v}" for k, v in h["best_epoch_val"].items()) + ".")
     stopped = {k: a["stopped"] for k, a in results["arms"].items() if a["stopped"]}
     for k, v in stopped.items():
         lines.append(f"- **{k} stopped early**: {v}")
-    lines += ["", "## Arms (final epoch; test metrics are robust accuracy after each attack, cumulative)", "",
+    if not any(a.get("final") for a in results["arms"].values()):
+        lines.append("- No final test-set evaluation (final_attacks is empty).")
+    lines += ["", "## Arms", "",
+              "Columns name the images they cover (`_nK`). `test_worst_all_attacks_nK`: per-sample worst case over "
+              "every attack, on the images where every attack ran; `test_ATTACK_cum`: robust accuracy after that "
+              "attack and all before it (cumulative, each attack run on the points still robust); `_ran_on_K`: the "
+              "attack ran on the first K images only, the others keep their verdict from the earlier attacks. "
+              f"Epoch columns: the per-epoch {results['arms']['dense']['eval_split']} set.", "",
               markdown_table(arms_table(results)), ""]
     warns = {k: a["final"]["warnings"] for k, a in results["arms"].items() if a["final"] and a["final"]["warnings"]}
     if warns:
         lines += ["## Evaluation warnings", ""] + [f"- {k}: {w}" for k, ws in warns.items() for w in ws] + [""]
     lines += [f"![{p}]({p})" for p in plots]
-    lines += ["", "## Environment", "", "```", json.dumps(env, indent=1), "```", ""]
+    lines += ["", *extra, "## Environment", "", "```", json.dumps(env, indent=1), "```", ""]
     return "\n".join(lines)
 
 
@@ -120,7 +190,9 @@ def write_report(results: dict, out_dir: Path) -> None:
     out_dir = Path(out_dir)
     atomic_write_text(out_dir / "results.csv", arms_table(results).to_csv(index=False))
     files = plot(results, out_dir)
-    atomic_write_text(out_dir / "report.md", render_markdown(results, files))
+    from .frontier import frontier_section
+    frontier = frontier_section([results], out_dir, markdown_table)
+    atomic_write_text(out_dir / "report.md", render_markdown(results, files, frontier))
 
 
 def load_results(run_dir: Path) -> dict:

@@ -38,7 +38,9 @@ class TrainLoader:
         self.x = F.pad(x, (PAD, PAD, PAD, PAD)) if augment else x
         self.y = split.y.to(device)
         self.n = len(split)
-        self._arange = torch.arange(32, device=device)
+        self.channels, self.height, self.width = split.x.shape[1:]  # crops keep the images' own size
+        self._rows = torch.arange(self.height, device=device)
+        self._cols = torch.arange(self.width, device=device)
 
     def __len__(self) -> int:
         return self.n // self.batch_size  # the last partial batch is dropped (BatchNorm needs > 1 image)
@@ -60,9 +62,9 @@ class TrainLoader:
             yield to_float(xb, self.memory_format), self.y[idx]
 
     def _crop_flip(self, idx: torch.Tensor, shifts: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
-        rows = shifts[:, 0:1] + self._arange  # (B, 32)
-        cols = shifts[:, 1:2] + torch.where(flips[:, None], 31 - self._arange, self._arange)
-        chans = torch.arange(3, device=self.device)
+        rows = shifts[:, 0:1] + self._rows  # (B, H)
+        cols = shifts[:, 1:2] + torch.where(flips[:, None], self.width - 1 - self._cols, self._cols)
+        chans = torch.arange(self.channels, device=self.device)
         return self.x[idx[:, None, None, None], chans[None, :, None, None], rows[:, None, :, None],
                       cols[:, None, None, :]]
 

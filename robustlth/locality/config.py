@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from typing import Tuple
 
 from ..config import Config, _check
+from ..shared_data import EXACT_SUBSET_SOURCE
 
 # Plain SGD at the SPEC's LR and batch (the LR as given, not scaled from batch 128); no augmentation; no PGD
 # evaluation (natural training only).
@@ -63,7 +64,7 @@ PRESETS: dict[str, dict] = {
                            "data_fraction": 0.5, "superclasses": 2}},
     # This project's 2-core CPU: the exact CIFAR-10 subset (see benchmarks/results/locality/).
     # A quarter-width FCN (256 units per hidden layer), 10 epochs = 40 steps per round, 12 rounds at most.
-    "cpu": {"data": {"data": "npz:../shared/data/cifar10_exact_subset.npz", "val_size": 500, "augment": False},
+    "cpu": {"data": {"data": EXACT_SUBSET_SOURCE, "val_size": 500, "augment": False},
             "model": {"model": "fcn", "width": 0.25},
             "train": {"epochs": 10, "eval_n": 500},
             "locality": {"max_rounds": 12, "rewind_iteration": 4, "data_fraction": 0.3, "superclasses": 2,

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import re
-from typing import Callable
+from typing import Callable, Optional
 
 import torch.nn as nn
 
 from ..datasets import CIFAR10, DatasetSpec
 from ..errors import ConfigError
+from ..factory import build_factory_model, is_factory_path, resolve_factory
 from .common import Normalized
 from .resnet import PreActResNet18, ResNet18
 from .small import CNN6, FCN, ConvNet, LeNet300
@@ -37,6 +38,9 @@ def model_names() -> list[str]:
 
 
 def check_model_name(name: str) -> None:
+    if is_factory_path(name):  # a user's own `package.module:factory` (robustlth.factory)
+        resolve_factory(name)
+        return
     m = _WRN.match(name)
     if m:
         depth = int(m.group(1))
@@ -46,20 +50,47 @@ def check_model_name(name: str) -> None:
         return
     if name not in REGISTRY:
         raise ConfigError(f"unknown model={name!r}: available models are {', '.join(REGISTRY)}, "
-                          "and wrn-DEPTH-WIDEN (e.g. " + ", ".join(WRN_EXAMPLES) + ")")
+                          "and wrn-DEPTH-WIDEN (e.g. " + ", ".join(WRN_EXAMPLES) + "), or package.module:factory "
+                          "for your own")
 
 
-def build_model(name: str, width: float = 1.0, spec: DatasetSpec = CIFAR10) -> nn.Module:
+# Models whose constructors take `channels` (per-group channel counts of a shrunk structured ticket).
+CHANNELS = {"cnn6": CNN6, **{name: (lambda width, num_classes, channels, name=name: VGG(name, width, num_classes,
+                                                                                     channels=channels))
+                             for name in VGG_CONFIGS},
+            "resnet18": ResNet18, "preactresnet18": PreActResNet18}
+
+
+def build_model(name: str, width: float = 1.0, spec: DatasetSpec = CIFAR10,
+                channels: Optional[list] = None) -> nn.Module:
     """A fresh model for the data `spec` describes (its class count, normalisation), wrapped so it
-    normalises its [0, 1] input."""
+    normalises its [0, 1] input; `channels` rebuilds a shrunk structured ticket. A user's factory
+    (`package.module:factory`) builds its own normalisation and cannot be shrunk."""
+    if is_factory_path(name):
+        if channels is not None:
+            raise ConfigError(f"model={name!r} is a user factory: structured tickets cannot shrink it")
+        return build_factory_model(name, width)
     check_model_name(name)
     if (spec.channels, spec.image_size) != (3, 32):
         raise ConfigError(f"dataset {spec.name!r} has {spec.channels}x{spec.image_size}x{spec.image_size} images; "
                           "the models take 3x32x32")
     m = _WRN.match(name)
     k = spec.num_classes
-    net = WideResNet(int(m.group(1)), int(m.group(2)), width, k) if m else REGISTRY[name](width, k)
-    return Normalized(net, spec.mean, spec.std)
+    if channels is not None:
+        if not (m or name in CHANNELS):
+            raise ConfigError(f"model={name!r} has no channel override: structured tickets support "
+                              f"{', '.join(CHANNELS)} and wrn-DEPTH-WIDEN")
+        try:
+            net = (WideResNet(int(m.group(1)), int(m.group(2)), width, k, channels=channels) if m
+                   else CHANNELS[name](width, k, channels=channels))
+        except ValueError as e:
+            raise ConfigError(f"invalid channels for {name}: {e}") from None
+    else:
+        net = WideResNet(int(m.group(1)), int(m.group(2)), width, k) if m else REGISTRY[name](width, k)
+    model = Normalized(net, spec.mean, spec.std)
+    # What rebuilds it: checkpoints store this, so a shrunk model loads without its ticket.
+    model.architecture = {"model": name, "width": width, "channels": None if channels is None else list(channels)}
+    return model
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -12,6 +12,17 @@ def scaled(channels: int, width: float) -> int:
     return max(1, int(round(channels * width)))
 
 
+def channels_override(channels, n: int) -> list:
+    """One entry per prunable channel group: an explicit count, or None for the width's default. A structured
+    ticket rebuilds its shrunk network from these counts."""
+    if channels is None:
+        return [None] * n
+    channels = list(channels)
+    if len(channels) != n or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in channels):
+        raise ValueError(f"channels must be {n} integers >= 1 (one per prunable channel group), got {channels!r}")
+    return channels
+
+
 class Normalized(nn.Module):
     """Subtracts the dataset mean and divides by its std, then runs the network.
 

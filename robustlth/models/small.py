@@ -63,9 +63,9 @@ class CNN6(nn.Module):
     """Six 3x3 conv+BN+ReLU layers (32, 32, 64, 64, 128, 128 at width 1; ~290 k parameters), global average
     pool, linear classifier: large enough for robustness to keep improving, small enough for 2 CPU cores."""
 
-    def __init__(self, width: float = 1.0, num_classes: int = 10):
+    def __init__(self, width: float = 1.0, num_classes: int = 10, channels=None):
         super().__init__()
-        self.features, c = conv_stack([32, 32, "M", 64, 64, "M", 128, 128, "M"], width)
+        self.features, c = conv_stack([32, 32, "M", 64, 64, "M", 128, 128, "M"], width, channels)
         self.classifier = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, num_classes))
 
     def forward(self, x):

@@ -14,8 +14,10 @@ import torch
 from ..config import AttackConfig, ConfigError, DataConfig, ModelConfig, PruneConfig, TrainConfig, config_hash
 from ..data import Dataset, load_dataset
 from ..models import build_model
+from ..progress import tee_log
 from ..runs import RunDir
 from ..training import RunContext, seed_everything, train
+from ..training.checkpoint import describe_run
 from .rst import RSTConfig
 from .masks import dense_mask, full_mask, prunable_weights, sparsity_report
 from .strategies import make_strategy
@@ -151,6 +153,8 @@ def find_ticket(spec: SearchSpec, device: torch.device, root: str | Path = "runs
     model = build_model(spec.model.model, spec.model.width, data.spec)
     check_search(spec, model, data)
     run = ctx.open_run(root, "ticket", spec.hash(), spec.to_dict(), spec.search.seed)
+    if ctx.is_primary:
+        log = tee_log(log, run.file("run.log"))
     with ctx.hold(run):
         return _search(spec, model, data, strategy, run, ctx, root, progress, log), run
 
@@ -178,7 +182,9 @@ def _search(spec: SearchSpec, model, data: Dataset, strategy, run: RunDir, ctx: 
             result = train(model, data, spec.search, spec.attack, ctx=ctx.with_run_dir(train_dir),
                            mask=full_mask(model, mask) if r > 1 else None,
                            rewind_iteration=rewind_k if (r == 1 and rewind_k > 0) else None,
-                           augment=spec.data.augment, progress=progress, log=log)
+                           augment=spec.data.augment, progress=progress, log=log,
+                           describe=describe_run(spec.model.model, spec.model.width, spec.data.to_dict(),
+                                                 kind="search training" if r == 1 else f"IMP round {r}"))
         t0 = time.perf_counter()
         mask = strategy.prune(model, mask, p.ratio, init_state=theta0)
         search_time += result.train_time + (time.perf_counter() - t0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -40,10 +41,27 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, **state) -> None:
-    """Weights, optimiser, RNG states and the loop state (`STATE_KEYS`), written atomically."""
+def save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, describe: Optional[dict] = None,
+                    mask: Optional[dict] = None, **state) -> None:
+    """Weights, optimiser, RNG states and the loop state (`STATE_KEYS`), written atomically; with `describe`
+    (see `describe_run`) also what the weights are, so `robustlth eval` can open the file on its own."""
+    extra = {DESCRIBE_KEY: with_mask(describe, mask)} if describe is not None else {}
     atomic_torch_save(path, {"format": FORMAT, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                             "rng": rng_state(), **state})
+                             "rng": rng_state(), "architecture": getattr(model, "architecture", None), **state, **extra})
+
+
+def checkpoint_architecture(ckpt: dict, path: Path) -> dict | None:
+    """The checkpoint's {model, width, channels} (channels: a shrunk structured ticket's counts), checked to be
+    plain data; None for checkpoints that do not record it."""
+    arch = ckpt.get("architecture") if isinstance(ckpt, dict) else None
+    if arch is None:
+        return None
+    channels = arch.get("channels") if isinstance(arch, dict) else None
+    if not (isinstance(arch, dict) and isinstance(arch.get("model"), str)
+            and isinstance(arch.get("width"), (int, float)) and not isinstance(arch.get("width"), bool)
+            and (channels is None or (isinstance(channels, list) and all(type(c) is int for c in channels)))):
+        raise FileFormatError(f"{path}: its architecture record is not {{model, width, channels}}")
+    return arch
 
 
 def load_state_file(path: Path, what: str) -> dict:
@@ -71,3 +89,35 @@ def load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer) ->
         raise FileFormatError(f"{path} does not fit this run ({str(e).strip().splitlines()[0]}); {start_over}") \
             from None
     return {**{k: ckpt[k] for k in STATE_KEYS}, "hooks": ckpt.get("hooks") or {}}
+
+
+# --- self-description --------------------------------------------------------------------------------------
+# A checkpoint names its model (registry name or `package.module:factory`), width, data source (the DataConfig
+# dict, so the run's own test images can be rebuilt), how many of them its final evaluation used, and its
+# sparsity mask where there is one. Plain values and bool tensors only: it loads with weights_only=True.
+DESCRIBE_KEY = "describe"
+
+
+def describe_run(model: str, width: float, data: Optional[dict] = None, eval_n: Optional[int] = None,
+                 kind: str = "train") -> dict:
+    """What `robustlth eval` needs to rebuild and evaluate a checkpoint without its run directory."""
+    return {"model": model, "width": float(width), "data": dict(data) if data is not None else None,
+            "eval_n": eval_n, "kind": kind}
+
+
+def with_mask(describe: dict, mask: Optional[dict]) -> dict:
+    if not mask:
+        return dict(describe, mask=None)
+    return dict(describe, mask={k: v.detach().bool().cpu() for k, v in mask.items()})
+
+
+def read_description(path: Path) -> tuple[Optional[dict], dict]:
+    """(description or None for checkpoints written before it existed, the whole checkpoint) of a checkpoint:
+    the checkpoint also holds the weights (`model`), the dataset spec and the architecture."""
+    ckpt = safe_torch_load(path, "robustlth checkpoint", f"is {path} a robustlth checkpoint.pt?")
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
+        raise FileFormatError(f"{path} is not a robustlth checkpoint (no model weights in it)")
+    describe = ckpt.get(DESCRIBE_KEY)
+    if describe is not None and not (isinstance(describe, dict) and {"model", "width"} <= set(describe)):
+        raise FileFormatError(f"{path}: its description is damaged (no model or width)")
+    return describe, ckpt

@@ -12,7 +12,6 @@ of every global batch, evaluation is sharded and summed, and only the primary pr
 from __future__ import annotations
 
 import random
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from ..data import Dataset, TrainLoader, as_float
 from ..device import (memory_format, resolve_channels_last, resolve_cuda_graphs, resolve_precision,
                       synchronize, tune_for_static_shapes)
 from ..evaluate import predict, robust_flags
+from ..progress import Progress
 from ..runs import RunDir, atomic_torch_save
 from .checkpoint import load_checkpoint, load_state_file, save_checkpoint
 from .context import RunContext
@@ -170,13 +170,15 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, attack_cfg: AttackC
           device: Optional[torch.device] = None, run: Optional[RunDir] = None, mask: Optional[Mask] = None,
           rewind_iteration: Optional[int] = None, augment: bool = True, progress: bool = False,
           log: Optional[Callable[[str], None]] = None, ctx: Optional[RunContext] = None,
-          step_hooks: Sequence[StepHook] = (), epoch_hooks: Sequence[EpochHook] = ()) -> TrainResult:
+          step_hooks: Sequence[StepHook] = (), epoch_hooks: Sequence[EpochHook] = (),
+          describe: Optional[dict] = None) -> TrainResult:
     """Train `model` in place. Returns the per-epoch history and the wall-clock split.
 
     `ctx` says where the run happens (device, process rank, run directory); `device`/`run` build a
     single-process one. `step_hooks` join mask enforcement inside every step; `epoch_hooks` run after the
     built-in evaluation and guard, and before the checkpoint. `rewind_iteration=k` also returns the weights
-    after k optimiser steps (k = 0: the initial weights), for IMP with rewinding.
+    after k optimiser steps (k = 0: the initial weights), for IMP with rewinding. `describe`
+    (training.checkpoint.describe_run) goes into every checkpoint, with the mask.
     """
     if ctx is None:
         if device is None:
@@ -195,6 +197,7 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, attack_cfg: AttackC
     settings = {"precision": precision, "channels_last": channels_last, "cuda_graphs": cuda_graphs,
                 "lr": cfg.lr, "warmup_epochs": cfg.warmup_epochs, "world_size": ctx.world_size}
     fmt = memory_format(channels_last)
+    label = (describe or {}).get("kind") or "train"  # says which phase an epoch line belongs to
     tune_for_static_shapes(device)
     if ctx.sync_bn and ctx.distributed:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -270,11 +273,7 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, attack_cfg: AttackC
         correct = torch.zeros((), device=device, dtype=torch.long)
         seen = 0
         batches = loader.epoch(epoch)
-        bar = None
-        if progress and ctx.is_primary:
-            from tqdm import tqdm
-            bar = tqdm(batches, total=ipe, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, file=sys.stderr)
-            batches = bar
+        bar = Progress(f"{label} epoch {epoch + 1}/{cfg.epochs}", ipe, enabled=progress and ctx.is_primary)
         for i, (x, y) in enumerate(batches):
             it = epoch * ipe + i
             lr = lr_at(cfg, it, ipe)
@@ -285,8 +284,9 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, attack_cfg: AttackC
             seen += y.shape[0]
             for hook in iteration_hooks:
                 hook.on_iteration(ctx, it)
-            if bar is not None and i % 10 == 0:
-                bar.set_postfix(loss=f"{float(loss):.3f}", acc=f"{float(correct) / seen:.3f}")
+            if bar.enabled:  # a host sync, only when progress is shown
+                bar.update(1, **({"loss": f"{float(loss):.3f}"} if i % 10 == 0 else {}))
+        bar.close()
         totals = ctx.sum(torch.stack([loss_sum.float(), correct.float(),
                                       torch.tensor(float(seen), device=device)])).tolist()
         synchronize(device)
@@ -305,12 +305,12 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, attack_cfg: AttackC
         record.update(train_time=round(train_time, 3), eval_time=round(eval_time, 3), eval_split=eval_split)
         history.append(record)
         if say:
-            say(_format_record(record))
+            say(f"{label} " + _format_record(record))
         if run is not None and ctx.is_primary:
             run.log(record)
             hook_states = {_hook_key(i, h): h.state_dict() for i, h in enumerate(step_hooks + list(epoch_hooks))}
-            save_checkpoint(ckpt_path, model, opt, history=history, epoch=epoch + 1, train_time=train_time,
-                            eval_time=eval_time, stopped=stopped, guard_best=guard.best if guard else None,
+            save_checkpoint(ckpt_path, model, opt, describe=describe, mask=mask, history=history, epoch=epoch + 1,
+                            train_time=train_time, eval_time=eval_time, stopped=stopped, guard_best=guard.best if guard else None,
                             hooks=hook_states, data_spec=spec.to_dict() if spec is not None else None)
     if rewind is not None and rewind.state is None:
         raise TrainingError(f"rewind_iteration={rewind_iteration} is beyond the {cfg.epochs * ipe} iterations "
