@@ -18,6 +18,7 @@ from ..progress import tee_log
 from ..runs import RunDir
 from ..training import RunContext, seed_everything, train
 from ..training.checkpoint import describe_run
+from .rst import RSTConfig
 from .masks import dense_mask, full_mask, prunable_weights, sparsity_report
 from .strategies import make_strategy
 from .ticket import Ticket, TicketError, load_ticket, save_ticket
@@ -42,6 +43,8 @@ def retrain_schedule(cfg: TrainConfig, meta: dict, explicit: set[str] = frozense
     user set the warm-up. Short budgets keep the paper's proportion (10 of 40 epochs: a quarter), so the
     ticket still trains at the peak LR before the first drop."""
     changes = {}
+    if meta.get("retrain_warmup") is False:  # e.g. an RST ticket: its fine-tuning has no warm-up (SPEC 3)
+        return cfg
     if "warmup_epochs" not in explicit:
         changes["warmup_epochs"] = min(RETRAIN_WARMUP_EPOCHS, cfg.epochs / 4)
     if "warmup_start_lr" not in explicit and meta.get("search_lr") is not None:
@@ -56,10 +59,12 @@ class SearchSpec:
     search: TrainConfig
     attack: AttackConfig
     prune: PruneConfig
+    rst: Optional[RSTConfig] = None  # set: a dual (RST) ticket instead of IMP; `search` trains the transformation
 
     def sections(self) -> dict:
-        return {"data": self.data, "model": self.model, "search": self.search, "search_attack": self.attack,
-                "prune": self.prune}
+        out = {"data": self.data, "model": self.model, "search": self.search, "search_attack": self.attack,
+               "prune": self.prune}
+        return out if self.rst is None else {**out, "rst": self.rst}
 
     def hash(self) -> str:
         return config_hash("ticket", self.sections())
@@ -132,6 +137,9 @@ def find_ticket(spec: SearchSpec, device: torch.device, root: str | Path = "runs
     """
     ctx = ctx if ctx is not None else RunContext(device)
     log = log if ctx.is_primary else None
+    if spec.rst is not None:
+        from .rst_search import find_rst_ticket
+        return find_rst_ticket(spec, device, root, data, progress, log, ctx)
     final = Path(root) / f"ticket_{spec.hash()}" / "ticket.pt"
     if final.exists():  # written last: the whole search is on disk
         ticket = load_ticket(final)
