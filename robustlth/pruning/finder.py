@@ -11,7 +11,7 @@ from typing import Callable, Optional
 
 import torch
 
-from ..config import AttackConfig, ConfigError, DataConfig, ModelConfig, PruneConfig, TrainConfig, config_hash
+from ..config import AttackConfig, DataConfig, ModelConfig, PruneConfig, TrainConfig, config_hash
 from ..data import Dataset, load_dataset
 from ..models import build_model
 from ..progress import tee_log
@@ -19,7 +19,8 @@ from ..runs import RunDir
 from ..training import RunContext, seed_everything, train
 from ..training.checkpoint import describe_run
 from .rst import RSTConfig
-from .masks import dense_mask, full_mask, prunable_weights, sparsity_report
+from .masks import dense_mask, full_mask, sparsity_report
+from .search_checks import check_search
 from .strategies import make_strategy
 from .ticket import Ticket, TicketError, load_ticket, save_ticket
 
@@ -93,19 +94,6 @@ def convergence(history: list[dict]) -> dict:
         if "eval_pgd" in history[-1]:
             out["final_pgd"] = history[-1]["eval_pgd"]
     return out
-
-
-def check_search(spec: SearchSpec, model: torch.nn.Module, data: Dataset) -> None:
-    """What can be checked before the search trains: layer names to keep dense, the rewind point's reach."""
-    p, names = spec.prune, list(prunable_weights(model))
-    unknown = sorted(set(p.dense_layers) - set(names))
-    if unknown:
-        raise ConfigError(f"invalid dense_layers {', '.join(unknown)}: not prunable weights of {spec.model.model}; "
-                          f"choose from {', '.join(names)}")
-    iterations = spec.search.epochs * (len(data.train) // min(spec.search.batch_size, len(data.train)))
-    if p.rewind_iteration > iterations:
-        raise ConfigError(f"invalid rewind_iteration={p.rewind_iteration}: the search has only {iterations} "
-                          f"iterations ({spec.search.epochs} epochs of {spec.search.batch_size}-image batches)")
 
 
 def layer_density(report: dict) -> dict:

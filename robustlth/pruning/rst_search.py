@@ -17,6 +17,7 @@ from ..runs import RunDir
 from ..training import RunContext, seed_everything, train
 from .masks import Mask, apply_mask, dense_mask, full_mask, sparsity_report
 from .rst import RSTPenalty, cycle_sparsities, end_layers, penalized_weights, random_pick
+from .search_checks import check_search
 from .ticket import Ticket, load_ticket, save_ticket
 
 Log = Optional[Callable[[str], None]]
@@ -32,7 +33,6 @@ def _rms(model: torch.nn.Module, which: Mask) -> float:
 
 def check_rst(spec, model, data: Dataset) -> list[str]:
     """What an RST search can check before it trains; returns the layers left dense."""
-    from .finder import check_search
     p = spec.prune
     if p.rounds != 1 or p.rewind_iteration:
         raise ConfigError(f"{spec.rst.method} takes no IMP rounds or rewinding (rounds={p.rounds}, "
