@@ -38,6 +38,8 @@ class AblateConfig(Config):
     budget: Tuple[int, ...] = field(default=(), metadata={"help": "ticket retraining budgets in epochs (budget "
                                                                  "sweep; LR drops rescale to 50 %/75 %)"})
     controls: bool = field(default=True, metadata={"help": "also train the random re-initialisation of each ticket"})
+    rst: bool = field(default=False, metadata={"help": "also train each cell's RST ticket: a random mask at the "
+                                                       "cell's ratio, transformed (bench rst_iterations)"})
 
     def validate(self) -> None:
         _check(all(0 <= r < 1 for r in self.ratio), "ratio", self.ratio, "pruning ratios in [0, 1)")
@@ -77,8 +79,8 @@ def expand(axes: AblateConfig, bench: BenchConfig, model: ModelConfig,
     return out
 
 
-def _arms(controls: bool) -> list[str]:
-    return ["ticket", "reinit"] if controls else ["ticket"]
+def _arms(axes: AblateConfig) -> list[str]:
+    return ["ticket"] + (["reinit"] if axes.controls else []) + (["rst"] if axes.rst else [])
 
 
 def _search_key(cell: dict) -> str:
@@ -105,7 +107,7 @@ def run_searches(cells: list[dict], data_cfg: dict, root: str, device_name: str 
     return times
 
 
-def run_cell(cell: dict, data_cfg: dict, root: str, controls: bool, device_name: str = "auto",
+def run_cell(cell: dict, data_cfg: dict, root: str, arms: list[str], device_name: str = "auto",
              context: Optional[dict] = None) -> dict:
     """Stage 2: train the cell's arms. Writes cells/<id>/result.json, or error.json if anything fails; both record
     the cell's wall-clock and the concurrency it ran under (`context`, from the launcher)."""
@@ -121,7 +123,7 @@ def run_cell(cell: dict, data_cfg: dict, root: str, controls: bool, device_name:
         with cell_dir.lock():
             # The cell's own directory holds its arms; its search lives in the grid's shared search folder.
             arms = {arm: run_arm(arm, b, d, m, data, device, cell_dir.path, Path(root) / "search")
-                    for arm in _arms(controls)}
+                    for arm in arms}
             result = {"id": cell["id"], "axes": cell["axes"], "status": "ok", "arms": arms,
                       "cell_s": round(time.perf_counter() - t0, 2), "run": {**(context or {}),
                                                                           "torch_threads": _threads()}}
@@ -299,7 +301,7 @@ def _run_grid(run: RunDir, cells: list[dict], axes: AblateConfig, data_cfg: Data
         if log:
             log(f"a search failed ({type(e).__name__}: {e}); its cells will be recorded as failed")
     # Stage 2: the cells.
-    launcher.map(run_cell, [(c, data_cfg.to_dict(), str(run.path), axes.controls, device_name) for c in todo],
+    launcher.map(run_cell, [(c, data_cfg.to_dict(), str(run.path), _arms(axes), device_name) for c in todo],
                  "cell", log, describe=lambda call: ", ".join(f"{k}={v}" for k, v in call[0]["axes"].items()))
     df = collect(run.path)
     write_outputs(df, run.path, axes)

@@ -20,10 +20,12 @@ from .shared_data import check_preset_data
 DATA_PARALLEL = ("train", "find-ticket", "bench")  # the commands that run under torchrun, one process per GPU
 # The YAML sections each command reads; any other section in --config is an error.
 SECTIONS = {"train": ("data", "model", "train", "attack"),
-            "find-ticket": ("data", "model", "search", "search_attack", "prune"),
+            "find-ticket": ("data", "model", "search", "search_attack", "prune", "rst"),
             "bench": ("data", "model", "bench"),
             "ablate": ("data", "model", "bench", "axes"),
-            "locality": ("data", "model", "train", "locality")}
+            "locality": ("data", "model", "train", "locality"),
+            "lth": ("data", "train", "lth"),
+            "sparsity-sweep": ("data", "model", "train", "sweep")}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -198,18 +200,40 @@ def cmd_eval(args) -> int:
 
 
 # ------------------------------------------------------------------------------------------------------
+def _rst_config(args, sec: dict):
+    """The RST settings when --method (or the YAML's rst section) asks for rst or rst-iter, else None."""
+    from dataclasses import fields
+    from .pruning import RSTConfig
+    rst_sec = sec.get("rst", {})
+    method = vars(args).get("method", rst_sec.get("method", "imp"))
+    if method == "imp":
+        given = sorted(f.name for f in fields(RSTConfig) if f.name != "method" and f.name in vars(args)) + \
+            sorted(k for k in rst_sec if k != "method")
+        if given:
+            raise UsageError(f"{', '.join(given)}: only for --method rst or rst-iter")
+        return None
+    if "search_epochs" in vars(args) or "epochs" in sec.get("search", {}):
+        raise UsageError(f"--method {method}: the transformation's length is set by the eta schedule "
+                         "(--iterations, or --eta-step/--eta-every/--hold-iterations), not by search epochs")
+    return config_from_args(RSTConfig, args, {**rst_sec, "method": method})
+
+
 def search_spec_from_args(args, sec: dict):
-    """Search configs: the paper's per-architecture defaults, then YAML, then flags."""
-    from .pruning import SearchSpec, search_defaults
+    """Search configs: the paper's per-architecture defaults (or RST's transformation recipe), then YAML,
+    then flags."""
+    from .pruning import TRANSFORM_DEFAULTS, SearchSpec, search_defaults
     model_cfg = _model_config(args, sec.get("model"))
-    defaults = search_defaults(model_cfg.model)
+    rst = _rst_config(args, sec)
+    defaults = search_defaults(model_cfg.model) if rst is None else \
+        {"train": {**TRANSFORM_DEFAULTS, "epochs": 1}, "attack": {"attack": "none"}}
     return SearchSpec(
         data=config_from_args(DataConfig, args, sec.get("data")),
         model=model_cfg,
         search=config_from_args(TrainConfig, args, {**defaults["train"], **sec.get("search", {})}, prefix="search-"),
         attack=config_from_args(AttackConfig, args, {**defaults["attack"], **sec.get("search_attack", {})},
                                 prefix="search-"),
-        prune=config_from_args(PruneConfig, args, sec.get("prune")))
+        prune=config_from_args(PruneConfig, args, sec.get("prune")),
+        rst=rst)
 
 
 @_distributed
@@ -340,7 +364,51 @@ def cmd_locality(args) -> int:
     return 0
 
 
+def _experiment_configs(args, presets: dict, train_defaults: dict, sections: tuple) -> dict:
+    """Preset, then YAML, then flags: the data and train configs plus the raw merged `sections`."""
+    preset, sec = presets[args.preset], _sections(args)
+    merged = {k: {**preset.get(k, {}), **sec.get(k, {})} for k in ("data", *sections)}
+    merged["train"] = {**train_defaults, **preset.get("train", {}), **sec.get("train", {})}
+    return {"data": config_from_args(DataConfig, args, merged["data"]),
+            "train": config_from_args(TrainConfig, args, merged["train"]), **{k: merged[k] for k in sections}}
+
+
+def cmd_lth(args) -> int:
+    from .lth import PRESETS, TRAIN_DEFAULTS, LTHConfig, run_lth
+    device = _setup(args)
+    c = _experiment_configs(args, PRESETS, TRAIN_DEFAULTS, ("lth",))
+    cfg = config_from_args(LTHConfig, args, c["lth"])
+    check_device_settings(device, c["train"].precision, c["train"].cuda_graphs, c["train"].compile)
+    results, run = run_lth(cfg, c["data"], c["train"], device, args.out, preset=args.preset, log=_say)
+    _say(f"tables: {run.file('tables.md')}")
+    print(json.dumps({"run_dir": str(run.path), "rows": len(results["rows"])}))
+    return 0
+
+
+def cmd_sparsity_sweep(args) -> int:
+    from .sweep import FINETUNE_DEFAULTS, PRESETS, SweepConfig, run_sweep
+    device = _setup(args)
+    c = _experiment_configs(args, PRESETS, FINETUNE_DEFAULTS, ("model", "sweep"))
+    model_cfg, cfg = _model_config(args, c["model"]), config_from_args(SweepConfig, args, c["sweep"])
+    check_device_settings(device, c["train"].precision, c["train"].cuda_graphs, c["train"].compile)
+    results, run = run_sweep(cfg, c["data"], model_cfg, c["train"], device, args.out, preset=args.preset, log=_say)
+    _say(f"tables: {run.file('tables.md')}")
+    print(json.dumps({"run_dir": str(run.path), "rows": len(results["rows"])}))
+    return 0
+
+
 # ------------------------------------------------------------------------------------------------------
+def _experiment_parser(sub, name: str, help_text: str, presets: dict, cpu_cost: str, classes: tuple, func) -> None:
+    p = sub.add_parser(name, help=help_text)
+    _common(p)
+    p.add_argument("--preset", choices=list(presets), default="cpu",
+                   help=f"smoke (seconds, synthetic), cpu (exact CIFAR-10 subset, {cpu_cost}), paper (GPU); "
+                        "default: %(default)s")
+    for cls in classes:
+        add_config_args(p, cls)
+    p.set_defaults(func=func)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="robustlth", description="Boosting lottery tickets for cheaper adversarial training.")
     parser.add_argument("--version", action="version", version=f"robustlth {__version__}")
@@ -384,7 +452,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int_at_least(1))
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("find-ticket", help="search a (boosting) ticket: train, prune, reset; IMP with --rounds")
+    p = sub.add_parser("find-ticket", help="search a (boosting) ticket: train, prune, reset; IMP with --rounds; "
+                                           "or a dual ticket with --method rst|rst-iter")
     _common(p)
     _parallel(p)
     for cls in (DataConfig, ModelConfig):
@@ -393,6 +462,12 @@ def build_parser() -> argparse.ArgumentParser:
                                                             "the model: LR 0.01 VGG / 0.05 ResNet-WRN, 20 epochs)")
     add_config_args(p, AttackConfig, prefix="search-", title="search attack (default fgsm)")
     add_config_args(p, PruneConfig)
+    from .pruning import RSTConfig
+    add_config_args(p, RSTConfig, title="dual ticket (--method rst / rst-iter; default imp: the boosting-ticket "
+                                        "or IMP search above); the transformation trains with the search "
+                                        "settings, defaults SPEC 3: LR 1e-3, batch 64, no attack")
+    method = next(a for a in p._actions if a.dest == "method")
+    method.help = "imp (the default: no transformation), rst (one transformation) or rst-iter (cycles)"
     p.set_defaults(func=cmd_find_ticket)
 
     from .bench import PRESETS, BenchConfig
@@ -455,6 +530,16 @@ def build_parser() -> argparse.ArgumentParser:
     for cls in (DataConfig, ModelConfig, TrainConfig, LocalityConfig):
         add_config_args(p, cls)
     p.set_defaults(func=cmd_locality)
+
+    from .lth import PRESETS as LTH_PRESETS, LTHConfig
+    _experiment_parser(sub, "lth", "the LTH experiment on Conv-2/4/6 (SPEC 2): IMP with layer-wise rates, "
+                                   "early-stopping iteration and accuracy vs controls, by round",
+                       LTH_PRESETS, "~12 CPU-minutes", (DataConfig, TrainConfig, LTHConfig), cmd_lth)
+    from .sweep import PRESETS as SWEEP_PRESETS, SweepConfig
+    _experiment_parser(sub, "sparsity-sweep", "dense vs IMP ticket vs random ticket vs RST (SPEC 3) at several "
+                                              "sparsities, natural training",
+                       SWEEP_PRESETS, "~7 CPU-minutes", (DataConfig, ModelConfig, TrainConfig, SweepConfig),
+                       cmd_sparsity_sweep)
     return parser
 
 

@@ -8,8 +8,8 @@ from ..config import ATTACK_MODES, PRECISIONS, STRATEGIES, Config, ConfigError, 
 from ..shared_data import EXACT_SUBSET_SOURCE
 
 ARMS = ("dense", "ticket", "reinit", "random_prune", "winning", "fast_at",
-        # beyond the paper: the ticket with fast single-step AT, and structured (shrunk) tickets
-        "ticket_fast", "structured", "structured_fast")
+        # beyond the paper: the ticket with fast single-step AT, structured (shrunk) tickets, RST (SPEC 3)
+        "ticket_fast", "structured", "structured_fast", "rst")
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,9 @@ class BenchConfig(Config):
     eps: float = 8 / 255
     fast_at_attack: str = field(default="nfgsm", metadata={"help": "fast_at arm: fgsm_rs or nfgsm"})
     fast_at_epochs: Optional[int] = field(default=None, metadata={"help": "none: the ticket's epochs"})
+    rst_iterations: Optional[int] = field(default=None, metadata={
+        "help": "rst arm: iterations of the natural transformation of a random ticket at the pruning ratio (none: "
+                "SPEC's 90,000; fewer rescale the eta ramp and hold)"})
     structured_keep: float = field(default=0.44, metadata={
         "help": "structured arms: fraction of each channel group kept (0.44: 80 % of cnn6's FLOPs removed)"})
     structured_criterion: str = field(default="bn", metadata={"help": "structured arms: channel score, bn "
@@ -82,7 +85,7 @@ class BenchConfig(Config):
         _check(0 <= self.target_tolerance < 1, "target_tolerance", self.target_tolerance,
                "an accuracy margin in [0, 1)")
         _check(self.seed >= 0, "seed", self.seed, "an integer >= 0")
-        for name in ("fast_at_epochs", "autoattack_n"):
+        for name in ("fast_at_epochs", "autoattack_n", "rst_iterations"):
             v = getattr(self, name)
             _check(v is None or v >= 1, name, v, "an integer >= 1 or none")
         if self.final_attacks:  # empty: no final evaluation

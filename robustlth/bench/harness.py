@@ -18,7 +18,8 @@ from ..data import Dataset, as_float, load_dataset
 from ..evaluate import evaluate_robustness
 from ..models import build_model
 from ..models.shrink import count_macs
-from ..pruning import SearchSpec, default_search_lr, find_ticket, make_control, retrain_schedule, ticket_model
+from ..pruning import (TRANSFORM_DEFAULTS, RSTConfig, SearchSpec, default_search_lr, find_ticket, make_control,
+                       retrain_schedule, ticket_model)
 from ..progress import tee_log
 from ..errors import UsageError
 from ..runs import RunDir, environment
@@ -64,6 +65,18 @@ def search_ticket(b: BenchConfig, data_cfg: DataConfig, model_cfg: ModelConfig, 
                        progress=progress, ctx=ctx)[0]
 
 
+def rst_ticket(b: BenchConfig, data_cfg: DataConfig, model_cfg: ModelConfig, data: Dataset, device: torch.device,
+               root: Path, log: Log):
+    """A random ticket at the bench's ratio, transformed by RST (natural training, SPEC 3's recipe)."""
+    spec = SearchSpec(data=data_cfg, model=model_cfg,
+                      search=TrainConfig(**{**TRANSFORM_DEFAULTS, "eval_n": b.eval_n, "precision": b.precision,
+                                            "channels_last": b.channels_last, "cuda_graphs": b.cuda_graphs,
+                                            "seed": b.seed}),
+                      attack=AttackConfig(), prune=PruneConfig(ratio=b.ratio, prune_seed=b.seed),
+                      rst=RSTConfig(iterations=b.rst_iterations))
+    return find_ticket(spec, device, root, data=data, log=log)[0]
+
+
 def _structured_setup(b: BenchConfig, data_cfg, model_cfg, lr: float, ticket, search_root: Path):
     """(shrunk model at θ0, its selection time): channels ranked on the searched network the unstructured
     ticket came from (the same search, so its cost is counted once per arm like the ticket's)."""
@@ -92,6 +105,11 @@ def _arm_setup(arm: str, b: BenchConfig, data_cfg, model_cfg, data, ctx: RunCont
         if arm == "dense":
             return model, None, 0.0, _train_cfg(b, b.dense_epochs), arm_attack
         return model, None, 0.0, _train_cfg(b, b.fast_at_epochs or b.ticket_epochs, schedule="onecycle"), fast
+    if arm == "rst":
+        ticket = rst_ticket(b, data_cfg, model_cfg, data, device, search_root, log)
+        model = ticket_model(ticket)
+        return (model, ticket.full_mask(model), ticket.meta["search_time"],
+                retrain_schedule(_train_cfg(b, b.ticket_epochs), ticket.meta), arm_attack)
     lr = b.winning_lr if arm == "winning" else search_lr
     ticket = search_ticket(b, data_cfg, model_cfg, lr, data, ctx.device, search_root, log, progress, ctx)
     search_time = ticket.meta["search_time"]

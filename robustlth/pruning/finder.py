@@ -11,14 +11,16 @@ from typing import Callable, Optional
 
 import torch
 
-from ..config import AttackConfig, ConfigError, DataConfig, ModelConfig, PruneConfig, TrainConfig, config_hash
+from ..config import AttackConfig, DataConfig, ModelConfig, PruneConfig, TrainConfig, config_hash
 from ..data import Dataset, load_dataset
 from ..models import build_model
 from ..progress import tee_log
 from ..runs import RunDir
 from ..training import RunContext, seed_everything, train
 from ..training.checkpoint import describe_run
-from .masks import dense_mask, full_mask, prunable_weights, sparsity_report
+from .rst import RSTConfig
+from .masks import dense_mask, full_mask, sparsity_report
+from .search_checks import check_search
 from .strategies import make_strategy
 from .ticket import Ticket, TicketError, load_ticket, save_ticket
 
@@ -42,6 +44,8 @@ def retrain_schedule(cfg: TrainConfig, meta: dict, explicit: set[str] = frozense
     user set the warm-up. Short budgets keep the paper's proportion (10 of 40 epochs: a quarter), so the
     ticket still trains at the peak LR before the first drop."""
     changes = {}
+    if meta.get("retrain_warmup") is False:  # e.g. an RST ticket: its fine-tuning has no warm-up (SPEC 3)
+        return cfg
     if "warmup_epochs" not in explicit:
         changes["warmup_epochs"] = min(RETRAIN_WARMUP_EPOCHS, cfg.epochs / 4)
     if "warmup_start_lr" not in explicit and meta.get("search_lr") is not None:
@@ -56,10 +60,12 @@ class SearchSpec:
     search: TrainConfig
     attack: AttackConfig
     prune: PruneConfig
+    rst: Optional[RSTConfig] = None  # set: a dual (RST) ticket instead of IMP; `search` trains the transformation
 
     def sections(self) -> dict:
-        return {"data": self.data, "model": self.model, "search": self.search, "search_attack": self.attack,
-                "prune": self.prune}
+        out = {"data": self.data, "model": self.model, "search": self.search, "search_attack": self.attack,
+               "prune": self.prune}
+        return out if self.rst is None else {**out, "rst": self.rst}
 
     def hash(self) -> str:
         return config_hash("ticket", self.sections())
@@ -88,19 +94,6 @@ def convergence(history: list[dict]) -> dict:
         if "eval_pgd" in history[-1]:
             out["final_pgd"] = history[-1]["eval_pgd"]
     return out
-
-
-def check_search(spec: SearchSpec, model: torch.nn.Module, data: Dataset) -> None:
-    """What can be checked before the search trains: layer names to keep dense, the rewind point's reach."""
-    p, names = spec.prune, list(prunable_weights(model))
-    unknown = sorted(set(p.dense_layers) - set(names))
-    if unknown:
-        raise ConfigError(f"invalid dense_layers {', '.join(unknown)}: not prunable weights of {spec.model.model}; "
-                          f"choose from {', '.join(names)}")
-    iterations = spec.search.epochs * (len(data.train) // min(spec.search.batch_size, len(data.train)))
-    if p.rewind_iteration > iterations:
-        raise ConfigError(f"invalid rewind_iteration={p.rewind_iteration}: the search has only {iterations} "
-                          f"iterations ({spec.search.epochs} epochs of {spec.search.batch_size}-image batches)")
 
 
 def layer_density(report: dict) -> dict:
@@ -132,6 +125,9 @@ def find_ticket(spec: SearchSpec, device: torch.device, root: str | Path = "runs
     """
     ctx = ctx if ctx is not None else RunContext(device)
     log = log if ctx.is_primary else None
+    if spec.rst is not None:
+        from .rst_search import find_rst_ticket
+        return find_rst_ticket(spec, device, root, data, progress, log, ctx)
     final = Path(root) / f"ticket_{spec.hash()}" / "ticket.pt"
     if final.exists():  # written last: the whole search is on disk
         ticket = load_ticket(final)

@@ -122,9 +122,13 @@ class RandomPruning(Strategy):
         return {n: torch.rand(m.shape, generator=g) for n, m in mask.items()}
 
     def prune(self, model, mask, fraction, init_state=None):
+        unknown = self.dense_layers - set(mask)
+        if unknown:
+            raise ConfigError(f"dense_layers {sorted(unknown)} are not prunable weights; choose from {sorted(mask)}")
         scores = self._scores(mask)
         if self.scope == "layerwise":
-            return {n: _prune_lowest({n: scores[n]}, mask, _n_prune(mask, [n], fraction))[n] for n in mask}
+            return {n: mask[n] if n in self.dense_layers else
+                    _prune_lowest({n: scores[n]}, mask, _n_prune(mask, [n], fraction))[n] for n in mask}
         pool = {n: s for n, s in scores.items() if n not in self.dense_layers}
         new = _prune_lowest(pool, mask, _n_prune(mask, list(pool), fraction))
         return {n: new.get(n, mask[n]) for n in mask}
