@@ -66,7 +66,7 @@ def search_ticket(b: BenchConfig, data_cfg: DataConfig, model_cfg: ModelConfig, 
 
 
 def rst_ticket(b: BenchConfig, data_cfg: DataConfig, model_cfg: ModelConfig, data: Dataset, device: torch.device,
-               root: Path, log: Log):
+               root: Path, log: Log, ctx: Optional[RunContext] = None):
     """A random ticket at the bench's ratio, transformed by RST (natural training, SPEC 3's recipe)."""
     spec = SearchSpec(data=data_cfg, model=model_cfg,
                       search=TrainConfig(**{**TRANSFORM_DEFAULTS, "eval_n": b.eval_n, "precision": b.precision,
@@ -74,7 +74,7 @@ def rst_ticket(b: BenchConfig, data_cfg: DataConfig, model_cfg: ModelConfig, dat
                                             "seed": b.seed}),
                       attack=AttackConfig(), prune=PruneConfig(ratio=b.ratio, prune_seed=b.seed),
                       rst=RSTConfig(iterations=b.rst_iterations))
-    return find_ticket(spec, device, root, data=data, log=log)[0]
+    return find_ticket(spec, device, root, data=data, log=log, ctx=ctx)[0]
 
 
 def _structured_setup(b: BenchConfig, data_cfg, model_cfg, lr: float, ticket, search_root: Path):
@@ -106,7 +106,7 @@ def _arm_setup(arm: str, b: BenchConfig, data_cfg, model_cfg, data, ctx: RunCont
             return model, None, 0.0, _train_cfg(b, b.dense_epochs), arm_attack
         return model, None, 0.0, _train_cfg(b, b.fast_at_epochs or b.ticket_epochs, schedule="onecycle"), fast
     if arm == "rst":
-        ticket = rst_ticket(b, data_cfg, model_cfg, data, device, search_root, log)
+        ticket = rst_ticket(b, data_cfg, model_cfg, data, ctx.device, search_root, log, ctx)
         model = ticket_model(ticket)
         return (model, ticket.full_mask(model), ticket.meta["search_time"],
                 retrain_schedule(_train_cfg(b, b.ticket_epochs), ticket.meta), arm_attack)
