@@ -17,7 +17,7 @@ from .replicates import add_seed_args, resolve_seeds
 from .safety import check_output_dir, check_output_file
 from .shared_data import check_preset_data
 
-DATA_PARALLEL = ("train", "find-ticket")  # the commands that run under torchrun, one process per GPU
+DATA_PARALLEL = ("train", "find-ticket", "bench")  # the commands that run under torchrun, one process per GPU
 # The YAML sections each command reads; any other section in --config is an error.
 SECTIONS = {"train": ("data", "model", "train", "attack"),
             "find-ticket": ("data", "model", "search", "search_attack", "prune", "rst"),
@@ -259,26 +259,29 @@ def cmd_control(args) -> int:
 
 
 # ------------------------------------------------------------------------------------------------------
-def cmd_bench(args) -> int:
+@_distributed
+def cmd_bench(args, ctx) -> int:
     from .bench import PRESETS, BenchConfig, run_bench
-    device = _setup(args)
     preset, sec = PRESETS[args.preset], _sections(args)
     merged = {k: {**preset.get(k, {}), **sec.get(k, {})} for k in ("data", "model", "bench")}
     bench = config_from_args(BenchConfig, args, merged["bench"])
     data_cfg = config_from_args(DataConfig, args, merged["data"])
     model_cfg = _model_config(args, merged["model"])
     check_preset_data("bench", args.preset, preset.get("data", {}).get("data"), data_cfg)
-    check_device_settings(device, bench.precision, bench.cuda_graphs)
+    check_device_settings(ctx.device, bench.precision, bench.cuda_graphs)
     seeds = resolve_seeds(args, bench.seed)
     if seeds is not None:  # replicates: one cached bench run per seed, then their spread
         from .bench.aggregate import run_bench_seeds
-        agg, agg_dir = run_bench_seeds(bench, data_cfg, model_cfg, device, args.out, seeds, preset=args.preset,
-                                       progress=args.progress, log=_say)
-        _say(f"report: {agg_dir / 'report.md'}")
-        print(json.dumps({"aggregate_dir": str(agg_dir), "seeds": seeds, "runs": agg["runs"]}))
+        agg, agg_dir = run_bench_seeds(bench, data_cfg, model_cfg, ctx.device, args.out, seeds, preset=args.preset,
+                                       progress=args.progress, log=_say, ctx=ctx)
+        if ctx.is_primary:
+            _say(f"report: {agg_dir / 'report.md'}")
+        _report(ctx, {"aggregate_dir": str(agg_dir), "seeds": seeds, "runs": agg["runs"]})
         return 0
-    results, run = run_bench(bench, data_cfg, model_cfg, device, args.out, preset=args.preset,
-                             progress=args.progress, log=_say, allow_small_data=args.allow_small_data)
+    results, run = run_bench(bench, data_cfg, model_cfg, ctx.device, args.out, preset=args.preset,
+                             progress=args.progress, log=_say, allow_small_data=args.allow_small_data, ctx=ctx)
+    if not ctx.is_primary:
+        return 0
     h = results["headline"]
     from .bench.report import headline_lines
     print("\n".join(line.replace("**", "") for line in headline_lines(results)))  # the honest headline first
@@ -473,6 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "defaults shown beside them.",
                        epilog=preset_listing(PRESETS), formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(p)
+    _parallel(p)
     p.add_argument("--preset", choices=list(PRESETS), default="cpu",
                    help="smoke (CI, seconds), cpu (exact CIFAR-10 subset, ~35 min on 2 cores), gpu (one GPU, "
                         "minutes), paper (GPU, the paper's setting); default: %(default)s")

@@ -11,7 +11,7 @@ import contextlib
 import re
 import time
 import warnings
-from typing import Iterable, Optional
+from typing import TYPE_CHECKING, Iterable, Optional
 
 import torch
 import torch.nn as nn
@@ -22,6 +22,9 @@ from .config import ConfigError
 from .device import autocast, synchronize
 from .progress import Progress
 from .stats import pack_flags
+
+if TYPE_CHECKING:  # the trainer imports this module; the context is only a type here
+    from .training.context import RunContext
 
 DEFAULT_ATTACKS = ("pgd20", "pgd100", "cw", "autoattack")
 
@@ -188,17 +191,23 @@ def sanity_warnings(clean: float, results: list[dict], zero_grad: float, n: int)
 def evaluate_robustness(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: Iterable[str],
                         eps: float = 8 / 255, batch_size: int = 256, seed: int = 0, independent: bool = False,
                         precision: str = "fp32", limits: Optional[dict[str, int]] = None, log=None,
-                        progress: bool = False) -> dict:
+                        progress: bool = False, ctx: Optional[RunContext] = None) -> dict:
     """Clean and robust accuracy per attack and per-sample worst case, with sanity warnings.
 
     `limits` maps an attack to a number K: it runs only on the first K images (for costly attacks such as
     AutoAttack); the result then also gives the worst case over those K images, where every attack ran.
+    Under data parallelism (`ctx` of several processes, each holding the same model and all of `x`) every
+    process classifies and attacks its share of the images (of those still robust, so the costly attacks
+    split evenly) and the per-image verdicts are gathered: every process returns the same result.
     """
     limits = limits or {}
     attacks = validate_attack_names(attacks, eps)
     check_inputs(x, y)
     n = x.shape[0]
-    correct, _ = predict(model, x, y, batch_size, precision)
+    mine = _share(torch.arange(n, device=x.device), ctx)
+    correct = torch.ones(n, dtype=torch.bool, device=x.device)
+    correct[mine] = predict(model, x[mine], y[mine], batch_size, precision)[0]
+    correct = _gather(correct, ctx)
     robust = correct.clone()
     clean = float(correct.float().mean())
     results = []
@@ -213,8 +222,10 @@ def evaluate_robustness(model: nn.Module, x: torch.Tensor, y: torch.Tensor, atta
         k = min(limits.get(spec, n), n)  # a limited attack's own accuracy is over the images it covered
         if log:
             log(f"final attack {spec}: running on {idx.numel()} images (those of the first {k} still robust)")
+        idx = _share(idx, ctx)
         if idx.numel():
             flags[idx] = _attack_flags(spec, model, x[idx], y[idx], eps, batch_size, seed, precision, progress)
+        flags = _gather(flags, ctx)  # the images of the pool are all clean-correct: True where not attacked here
         synchronize(x.device)
         robust &= flags
         per_image[spec] = pack_flags(robust)  # cumulative, as robust_after
@@ -240,6 +251,16 @@ def evaluate_robustness(model: nn.Module, x: torch.Tensor, y: torch.Tensor, atta
         if spec in attacks:
             out[f"worst_case_first_{min(k, n)}"] = float(robust[:k].float().mean())
     return out
+
+
+def _share(idx: torch.Tensor, ctx: Optional[RunContext]) -> torch.Tensor:
+    """The images of `idx` this process evaluates: all of them, or its strided share of several processes'."""
+    return idx if ctx is None else idx[ctx.shard(idx.numel())]
+
+
+def _gather(flags: torch.Tensor, ctx: Optional[RunContext]) -> torch.Tensor:
+    """Every process's verdicts on its own images, where each left the images of the others True."""
+    return flags if ctx is None else ctx.all_true(flags)
 
 
 def summary_line(result: dict) -> str:

@@ -60,6 +60,7 @@ def save_figure(fig, path: Path, axes=(), legend_size=None, integer_x: bool = Fa
     returns its file name."""
     from matplotlib.ticker import MaxNLocator
     from .runs import atomic_write_bytes
+    axes = list(axes)  # plt.subplots gives an array, which has no truth value
     for ax in axes:
         ax.grid(alpha=0.3)
         if integer_x:

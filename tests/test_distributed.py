@@ -1,6 +1,7 @@
 """Data parallelism on CPU (gloo, two processes started as torchrun starts them): the ranks stay identical,
 train like one process with the same global batch, keep a ticket's pruned weights at zero, resume exactly
-after a kill, and all stop with a clear error when one dies."""
+after a kill, and all stop with a clear error when one dies; a benchmark runs data-parallel with one writer."""
+import json
 import signal
 import sys
 import time
@@ -87,8 +88,50 @@ def test_bad_data_parallel_setups_are_one_clear_error(monkeypatch, capsys):
     monkeypatch.setenv("RANK", "0")
     with pytest.raises(ConfigError, match="--sync-bn needs GPUs"):
         start("cpu", sync_bn=True)
-    assert main(["bench", "--preset", "smoke", "--device", "cpu"]) == 2
+    assert main(["locality", "--preset", "smoke", "--device", "cpu"]) == 2
     assert "does not run under torchrun" in capsys.readouterr().err
     monkeypatch.setenv("RANK", "5")
     with pytest.raises(ConfigError, match="RANK=5"):
         start("cpu")
+
+
+BENCH = ["-m", "robustlth", "bench", "--preset", "smoke", "--n-train", "200", "--arms", "dense,ticket",
+         "--dense-epochs", "1", "--eval-n", "20", "--final-attacks", "pgd5", "--final-n", "50", "--device", "cpu",
+         "--no-progress", "--dist-timeout", "60"]
+
+
+def test_bench_runs_data_parallel_with_one_writer(tmp_path):
+    from robustlth.data import as_float, load_dataset
+    from robustlth.evaluate import predict
+    from robustlth.saved_model import open_checkpoint
+    from robustlth.stats import unpack_flags
+    results = finish(launch(BENCH + ["--out", tmp_path], 2))
+    for rc, _, err in results:
+        assert rc == 0, err[-2000:]
+    assert results[1][1] == "" and "run_dir" in results[0][1]  # only the primary reports
+    (found,) = tmp_path.rglob("results.json")
+    r = json.loads(found.read_text())
+    assert list(r["arms"]) == ["dense", "ticket"] and r["environment"]["world_size"] == 2
+    dense = r["arms"]["dense"]
+    assert dense["settings"]["world_size"] == 2
+    final = dense["final"]
+    assert final["n"] == 50 and [a["name"] for a in final["attacks"]] == ["pgd5"]
+    # Each process classified and attacked its share of the 50 test images; the gathered verdicts are those of
+    # the one model every process holds: the saved dense weights, evaluated here in one process, agree.
+    saved = open_checkpoint(found.parent / "dense", torch.device("cpu"))
+    x, y = as_float(load_dataset(saved.data).test, torch.device("cpu"), 50)
+    correct, _ = predict(saved.model, x, y)
+    clean, robust = unpack_flags(final["flags"]["clean"]), unpack_flags(final["flags"]["pgd5"])
+    assert clean.tolist() == correct.tolist()
+    assert len(robust) == 50 and not (robust & ~clean).any()
+    assert final["worst_case"] == pytest.approx(robust.mean())
+    # Replicate seeds under torchrun: seed 0 is the run above (every arm loads from disk on both processes),
+    # aggregated by the primary alone.
+    results = finish(launch(BENCH + ["--out", tmp_path, "--seeds", "0"], 2))
+    for rc, _, err in results:
+        assert rc == 0, err[-2000:]
+    assert results[1][1] == "" and "aggregate_dir" in results[0][1]
+    assert [p.parent.name for p in tmp_path.rglob("results.json")] == [found.parent.name]
+    (agg,) = tmp_path.glob("benchseeds_*/aggregate.json")
+    assert json.loads(agg.read_text())["runs"] == {"0": found.parent.name}
+    assert json.loads(found.read_text())["arms"] == r["arms"]  # reused, not retrained

@@ -16,9 +16,10 @@ from typing import Callable, Optional
 import torch
 
 from ..config import DataConfig, ModelConfig, config_hash
-from ..runs import RunDir, atomic_write_text, environment
+from ..runs import atomic_write_text, environment
 from ..stats import Interval, bootstrap_interval, paired_bootstrap_interval, paired_difference, t_interval, \
     unpack_flags, verdict_word
+from ..training import RunContext
 from .config import BenchConfig
 from .harness import run_bench
 
@@ -103,24 +104,30 @@ def aggregate(results: dict[int, dict]) -> dict:
 
 def run_bench_seeds(b: BenchConfig, data_cfg: DataConfig, model_cfg: ModelConfig, device: torch.device,
                     root: str | Path, seeds: list[int], preset: Optional[str] = None, progress: bool = False,
-                    log: Log = None) -> tuple[dict, Path]:
-    """Run (or reuse) one bench per seed, then write the aggregate directory."""
+                    log: Log = None, ctx: Optional[RunContext] = None) -> tuple[dict, Path]:
+    """Run (or reuse) one bench per seed, then write the aggregate directory (under data parallelism: every
+    process runs each seed's bench; the primary one writes)."""
+    ctx = ctx if ctx is not None else RunContext(device)
+    log = log if ctx.is_primary else None
     results, runs = {}, {}
     for s in seeds:
         if log:
             log(f"=== seed {s} ({seeds.index(s) + 1} of {len(seeds)}) ===")
-        results[s], run = run_bench(b.replace(seed=s), data_cfg, model_cfg, device, root, preset, progress, log)
+        results[s], run = run_bench(b.replace(seed=s), data_cfg, model_cfg, ctx.device, root, preset, progress, log,
+                                    ctx=ctx)
         runs[s] = run.path.name
     config = {"preset": preset, "seeds": seeds, "bench": b.replace(seed=0).to_dict(), "data": data_cfg.to_dict(),
               "model": model_cfg.to_dict()}
     h = config_hash("benchseeds", {"bench": b.replace(seed=0), "data": data_cfg, "model": model_cfg,
                                    "seeds": seeds})
-    out = RunDir.create(root, "benchseeds", h, config, device, None)
-    with out.lock():
-        agg = {"config": config, "runs": {str(s): runs[s] for s in seeds}, "environment": environment(device),
-               **aggregate(results)}
-        out.write_json("aggregate.json", agg)
-        write_aggregate_report(agg, results, out.path)
+    out = ctx.open_run(root, "benchseeds", h, config, None)
+    with ctx.hold(out):
+        agg = {"config": config, "runs": {str(s): runs[s] for s in seeds},
+               "environment": {**environment(ctx.device), "world_size": ctx.world_size}, **aggregate(results)}
+        if ctx.is_primary:
+            out.write_json("aggregate.json", agg)
+            write_aggregate_report(agg, results, out.path)
+        ctx.barrier()
     return agg, out.path
 
 

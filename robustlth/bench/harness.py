@@ -1,6 +1,10 @@
 """`robustlth bench`: the ticket pipeline against dense PGD adversarial training, same data, model, seed and
-device, one arm after another in one process. Every arm and the ticket search are stages on disk, so an
-interrupted benchmark resumes at the arm and epoch where it stopped."""
+device, one arm after another. Every arm and the ticket search are stages on disk, so an interrupted benchmark
+resumes at the arm and epoch where it stopped.
+
+Under torchrun (a `RunContext` of several processes) every process trains each arm data-parallel and
+evaluates its share of the final test images; only the primary process writes (run directories, arm.json,
+results.json, the report), and its wall-clock times are the ones recorded."""
 from __future__ import annotations
 
 import time
@@ -17,8 +21,9 @@ from ..models.shrink import count_macs
 from ..pruning import (TRANSFORM_DEFAULTS, RSTConfig, SearchSpec, default_search_lr, find_ticket, make_control,
                        retrain_schedule, ticket_model)
 from ..progress import tee_log
+from ..errors import UsageError
 from ..runs import RunDir, environment
-from ..training import seed_everything, train
+from ..training import RunContext, seed_everything, train
 from ..training.checkpoint import describe_run
 from .config import MIN_TRAIN_IMAGES, BenchConfig
 from .metrics import final_metrics
@@ -54,13 +59,14 @@ def _search_spec(b: BenchConfig, data_cfg: DataConfig, model_cfg: ModelConfig, l
 
 
 def search_ticket(b: BenchConfig, data_cfg: DataConfig, model_cfg: ModelConfig, lr: float, data: Dataset,
-            device: torch.device, root: Path, log: Log, progress: bool = False):
+                  device: torch.device, root: Path, log: Log, progress: bool = False,
+                  ctx: Optional[RunContext] = None):
     return find_ticket(_search_spec(b, data_cfg, model_cfg, lr), device, root, data=data, log=log,
-                       progress=progress)[0]
+                       progress=progress, ctx=ctx)[0]
 
 
 def rst_ticket(b: BenchConfig, data_cfg: DataConfig, model_cfg: ModelConfig, data: Dataset, device: torch.device,
-               root: Path, log: Log):
+               root: Path, log: Log, ctx: Optional[RunContext] = None):
     """A random ticket at the bench's ratio, transformed by RST (natural training, SPEC 3's recipe)."""
     spec = SearchSpec(data=data_cfg, model=model_cfg,
                       search=TrainConfig(**{**TRANSFORM_DEFAULTS, "eval_n": b.eval_n, "precision": b.precision,
@@ -68,7 +74,7 @@ def rst_ticket(b: BenchConfig, data_cfg: DataConfig, model_cfg: ModelConfig, dat
                                             "seed": b.seed}),
                       attack=AttackConfig(), prune=PruneConfig(ratio=b.ratio, prune_seed=b.seed),
                       rst=RSTConfig(iterations=b.rst_iterations))
-    return find_ticket(spec, device, root, data=data, log=log)[0]
+    return find_ticket(spec, device, root, data=data, log=log, ctx=ctx)[0]
 
 
 def _structured_setup(b: BenchConfig, data_cfg, model_cfg, lr: float, ticket, search_root: Path):
@@ -87,7 +93,7 @@ def _structured_setup(b: BenchConfig, data_cfg, model_cfg, lr: float, ticket, se
     return model, time.perf_counter() - t0
 
 
-def _arm_setup(arm: str, b: BenchConfig, data_cfg, model_cfg, data, device, search_root: Path, log: Log,
+def _arm_setup(arm: str, b: BenchConfig, data_cfg, model_cfg, data, ctx: RunContext, search_root: Path, log: Log,
                progress: bool = False):
     """(model, mask, search_time, train config, attack config) for one arm."""
     arm_attack = AttackConfig(attack=b.train_attack, eps=b.eps, attack_steps=b.attack_steps)
@@ -100,12 +106,12 @@ def _arm_setup(arm: str, b: BenchConfig, data_cfg, model_cfg, data, device, sear
             return model, None, 0.0, _train_cfg(b, b.dense_epochs), arm_attack
         return model, None, 0.0, _train_cfg(b, b.fast_at_epochs or b.ticket_epochs, schedule="onecycle"), fast
     if arm == "rst":
-        ticket = rst_ticket(b, data_cfg, model_cfg, data, device, search_root, log)
+        ticket = rst_ticket(b, data_cfg, model_cfg, data, ctx.device, search_root, log, ctx)
         model = ticket_model(ticket)
         return (model, ticket.full_mask(model), ticket.meta["search_time"],
                 retrain_schedule(_train_cfg(b, b.ticket_epochs), ticket.meta), arm_attack)
     lr = b.winning_lr if arm == "winning" else search_lr
-    ticket = search_ticket(b, data_cfg, model_cfg, lr, data, device, search_root, log, progress)
+    ticket = search_ticket(b, data_cfg, model_cfg, lr, data, ctx.device, search_root, log, progress, ctx)
     search_time = ticket.meta["search_time"]
     # Ticket arms keep the ticket's retraining recipe (warm-up from the search LR); *_fast change only the attack.
     epochs = (b.fast_at_epochs or b.ticket_epochs) if arm in FAST_TICKET_ARMS else b.ticket_epochs
@@ -123,32 +129,41 @@ def _arm_setup(arm: str, b: BenchConfig, data_cfg, model_cfg, data, device, sear
 
 
 def run_arm(arm: str, b: BenchConfig, data_cfg, model_cfg, data: Dataset, device, root: Path, search_root: Path,
-            progress: bool = False, log: Log = None) -> dict:
-    """Train and evaluate one arm in `root/arm` (searches in `search_root`); done arms load from disk."""
-    arm_run = RunDir(Path(root) / arm)
-    if arm_run.file("arm.json").exists():
-        return arm_run.read_json("arm.json")
-    with arm_run.lock():
-        return _run_arm(arm_run, arm, b, data_cfg, model_cfg, data, device, search_root, progress, log)
+            progress: bool = False, log: Log = None, ctx: Optional[RunContext] = None) -> dict:
+    """Train and evaluate one arm in `root/arm` (searches in `search_root`); done arms load from disk.
+
+    Under data parallelism every process returns the primary's arm.json (its times)."""
+    ctx = ctx if ctx is not None else RunContext(device)
+    done = Path(root) / arm / "arm.json"
+    if done.exists():  # written after the arm's last collective, so every process sees the same here
+        return RunDir(done.parent).read_json(done.name)
+    arm_run = ctx.open_dir(done.parent)
+    with ctx.hold(arm_run):
+        out = _run_arm(arm_run, arm, b, data_cfg, model_cfg, data, ctx, search_root, progress,
+                       log if ctx.is_primary else None)
+        if ctx.is_primary:
+            arm_run.write_json("arm.json", out)
+        ctx.barrier()
+    return out if ctx.is_primary else arm_run.read_json("arm.json")
 
 
-def _run_arm(arm_run: RunDir, arm: str, b: BenchConfig, data_cfg, model_cfg, data, device, search_root, progress,
-             log) -> dict:
+def _run_arm(arm_run: RunDir, arm: str, b: BenchConfig, data_cfg, model_cfg, data, ctx: RunContext, search_root,
+             progress, log) -> dict:
     if log:
         log(f"--- arm {arm} ---")
-    model, mask, search_time, cfg, attack = _arm_setup(arm, b, data_cfg, model_cfg, data, device, search_root, log,
+    model, mask, search_time, cfg, attack = _arm_setup(arm, b, data_cfg, model_cfg, data, ctx, search_root, log,
                                                        progress)
     describe = describe_run(model_cfg.model, model_cfg.width, data_cfg.to_dict(), eval_n=b.final_n,
                             kind=f"bench arm {arm}")
-    result = train(model, data, cfg, attack, device, run=arm_run, mask=mask, augment=data_cfg.augment,
+    result = train(model, data, cfg, attack, ctx=ctx.with_run_dir(arm_run), mask=mask, augment=data_cfg.augment,
                    progress=progress, log=log, describe=describe)
     final = None
     if b.final_attacks:
-        x, y = as_float(data.test, device, b.final_n)
+        x, y = as_float(data.test, ctx.device, b.final_n)
         limits = {"autoattack": b.autoattack_n} if (b.autoattack_n and "autoattack" in b.final_attacks) else None
         final = evaluate_robustness(model, x, y, b.final_attacks, eps=b.eps, batch_size=b.eval_batch_size, seed=b.seed,
                                     precision=result.settings["precision"], limits=limits, log=log,
-                                    progress=progress)
+                                    progress=progress and ctx.is_primary, ctx=ctx if ctx.distributed else None)
     curve = [{"epoch": r["epoch"], "wall_clock": search_time + r["train_time"], "clean": r["eval_clean"],
               "pgd20": r.get("eval_pgd"), "loss": r["loss"], "eval_loss": r["eval_loss"]} for r in result.history if not r.get("rolled_back")]
     out = {"arm": arm, "search_time": search_time, "train_time": result.train_time,
@@ -157,7 +172,6 @@ def _run_arm(arm_run: RunDir, arm: str, b: BenchConfig, data_cfg, model_cfg, dat
            "architecture": getattr(model, "architecture", None), "macs": count_macs(model),
            "settings": result.settings,
            "train_config": cfg.to_dict(), "curve": curve, "final": final}
-    arm_run.write_json("arm.json", out)
     return out
 
 
@@ -207,26 +221,42 @@ def check_data_size(preset: Optional[str], data: Dataset) -> None:
                           f"{need:,}): use --preset cpu for small data, or --allow-small-data to run it anyway")
 
 
+def check_world_size(b: BenchConfig, ctx: RunContext) -> None:
+    """The global batch is split over the processes; the split must be even."""
+    if b.batch_size % ctx.world_size:
+        raise UsageError(f"--batch-size {b.batch_size} (the global batch) does not split over {ctx.world_size} "
+                         f"processes; use a multiple of {ctx.world_size}")
+
+
 def run_bench(b: BenchConfig, data_cfg: DataConfig, model_cfg: ModelConfig, device: torch.device,
               root: str | Path = "runs", preset: Optional[str] = None, progress: bool = False,
-              log: Log = None, allow_small_data: bool = False) -> tuple[dict, RunDir]:
+              log: Log = None, allow_small_data: bool = False,
+              ctx: Optional[RunContext] = None) -> tuple[dict, RunDir]:
+    """Run (or resume) the benchmark; `ctx` runs it data-parallel (then only the primary process writes and
+    logs, and every process returns the same results)."""
+    ctx = ctx if ctx is not None else RunContext(device)
     config = {"preset": preset, "bench": b.to_dict(), "data": data_cfg.to_dict(), "model": model_cfg.to_dict()}
+    check_world_size(b, ctx)
     data = load_dataset(data_cfg)  # bad data fails before anything is written
     if set(b.arms) & set(STRUCTURED_ARMS):  # so does a model that cannot be shrunk
         from ..models.shrink import channel_groups
         channel_groups(build_model(model_cfg.model, model_cfg.width))
     if not allow_small_data:
         check_data_size(preset, data)
-    run = RunDir.create(root, "bench", bench_hash(b, data_cfg, model_cfg), config, device, b.seed)
-    log = tee_log(log, run.file("run.log"))
-    log(f"benchmark directory: {run.path}")
-    with run.lock():
+    run = ctx.open_run(root, "bench", bench_hash(b, data_cfg, model_cfg), config, b.seed)
+    log = tee_log(log, run.file("run.log")) if ctx.is_primary else None
+    if log:
+        log(f"benchmark directory: {run.path}" + (f" ({ctx.world_size} processes)" if ctx.distributed else ""))
+    with ctx.hold(run):
         arms = {}
         for arm in b.arms:
-            arms[arm] = run_arm(arm, b, data_cfg, model_cfg, data, device, run.path, run.path / "search", progress,
-                                log)
-        results = {"config": config, "environment": environment(device), "headline": headline(arms, b), "arms": arms}
-        run.write_json("results.json", results)
-        from .report import write_report
-        write_report(results, run.path)
+            arms[arm] = run_arm(arm, b, data_cfg, model_cfg, data, ctx.device, run.path, run.path / "search",
+                                progress, log, ctx)
+        results = {"config": config, "environment": {**environment(ctx.device), "world_size": ctx.world_size},
+                   "headline": headline(arms, b), "arms": arms}
+        if ctx.is_primary:
+            run.write_json("results.json", results)
+            from .report import write_report
+            write_report(results, run.path)
+        ctx.barrier()
     return results, run

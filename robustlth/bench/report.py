@@ -142,11 +142,14 @@ def plot(results: dict, out_dir: Path, seeds: Optional[dict[str, list[dict]]] = 
 
 
 def environment_note(env: dict) -> str:
+    world = env.get("world_size") or 1
+    parallel = (f"Data-parallel over {world} processes (times are the primary process's wall clock). "
+                if world > 1 else "")
     commit = env.get("git_commit")
     if not commit:
-        return f"robustlth {env.get('robustlth', '?')}, commit unknown (not run from a git checkout)."
+        return parallel + f"robustlth {env.get('robustlth', '?')}, commit unknown (not run from a git checkout)."
     clean = not commit.endswith("+dirty") and not env.get("robustlth_dirty")
-    return (f"robustlth {env.get('robustlth', '?')} at commit {commit.split('+')[0][:12]}, "
+    return (parallel + f"robustlth {env.get('robustlth', '?')} at commit {commit.split('+')[0][:12]}, "
             + ("a clean tree." if clean else "**with uncommitted changes** (its source differed from that commit)."))
 
 

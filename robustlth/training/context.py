@@ -42,6 +42,12 @@ class RunContext:
     def with_run_dir(self, run_dir: Optional[RunDir]) -> "RunContext":
         return replace(self, run_dir=run_dir)
 
+    def open_dir(self, path) -> RunDir:
+        """A plain directory (a stage of a run): made by the primary process; the others open it once it exists."""
+        run = RunDir(Path(path)) if self.is_primary else None
+        self.barrier()
+        return run if run is not None else RunDir(Path(path))
+
     def open_run(self, root, kind: str, run_hash: str, config: dict, seed: Optional[int] = None) -> RunDir:
         """A run directory: created by the primary process; the others open it once it exists."""
         run = RunDir.create(root, kind, run_hash, config, self.device, seed) if self.is_primary else None
@@ -66,6 +72,15 @@ class RunContext:
         if self.distributed:
             dist.all_reduce(values)
         return values
+
+    def all_true(self, flags: torch.Tensor) -> torch.Tensor:
+        """Per-item flags True on every process (one collective): each process decides only its own items and
+        leaves the others True, so the result holds every item's verdict on every process."""
+        if not self.distributed:
+            return flags
+        cleared = (~flags).to(torch.int32)
+        dist.all_reduce(cleared)
+        return cleared == 0
 
     def shard(self, n: int) -> slice:
         """This process's share of `n` evaluation items (strided, so shares differ by at most one)."""
