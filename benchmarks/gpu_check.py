@@ -189,7 +189,8 @@ def run_short_bench(data: str, device: torch.device, out: Path, quick: bool, say
         bench["final_attacks"] = [a for a in bench["final_attacks"] if a != "autoattack"]
     t0 = time.perf_counter()
     results, run = run_bench(BenchConfig.from_dict(bench), DataConfig.from_dict(data_cfg),
-                             ModelConfig.from_dict(model_cfg), device, root=out / "runs", preset="gpu", log=say)
+                             ModelConfig.from_dict(model_cfg), device, root=out / "runs", preset="gpu", log=say,
+                             allow_small_data=quick)  # the dry run's 128 images are meant
     summary = {"seconds": round(time.perf_counter() - t0, 1), "run": str(run.path), "headline": results["headline"],
                "arms": {a: {"total_time": r["total_time"], "settings": r.get("settings"),
                             "final": r["final"] and {k: r["final"][k] for k in ("n", "clean", "worst_case")}}

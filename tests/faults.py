@@ -23,7 +23,7 @@ TINY_SEARCH = ["--model", "cnn6", "--width", "0.25", "--data", "synthetic", "--n
                "--search-epochs", "1", "--search-batch-size", "50", "--search-eval-n", "20", "--device", "cpu",
                "--no-progress"]
 TIMING = re.compile(r"time|wall_clock")  # keys whose values are measured, not computed
-SKIP_FILES = {"env.json", ".lock"}
+SKIP_FILES = {"env.json", ".lock", "run.log"}  # run.log: time-stamped lines, a resumed run says so
 SKIP_SUFFIXES = {".png", ".md", ".csv"}  # renderings of results.json that print timings
 
 # Runs the CLI and kills itself with SIGKILL at the n-th os.replace onto a path ending in `target`: the

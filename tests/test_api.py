@@ -32,10 +32,11 @@ def no_width_net() -> nn.Module:
 def test_factory_names_resolve_and_errors_are_one_line():
     assert rl.model_name(tiny_net) == "test_api:tiny_net" or rl.model_name(tiny_net).endswith("test_api:tiny_net")
     assert rl.model_name("cnn6") == "cnn6"
+    from robustlth.models import check_model_name  # the registry checks names; the config module knows no models
     with pytest.raises(ConfigError, match="cannot import"):
-        ModelConfig(model="no_such_pkg.mod:f")
+        check_model_name("no_such_pkg.mod:f")
     with pytest.raises(ConfigError, match="has no callable"):
-        ModelConfig(model="robustlth.api:nope")
+        check_model_name("robustlth.api:nope")
     with pytest.raises(ConfigError, match="not importable by name"):
         rl.model_name(lambda: tiny_net())
     from robustlth.models import build_model
