@@ -4,9 +4,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # about a minute on 2 CPU cores: run with -m slow before a GPU session
 def test_gpu_check_dry_run_on_cpu(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--device", "cpu", "--quick",
                            "--out", str(tmp_path)], capture_output=True, text=True, timeout=600, cwd=ROOT)
