@@ -25,7 +25,7 @@ from .errors import RunLockedError
 from .safety import append_line, read_json
 
 DEFAULT_ROOT = "runs"
-TMP_SUFFIX = ".tmp"  # atomic writes' temporary files: `.NAME.XXXX.tmp` beside their target
+TMP_SUFFIX = ".tmp"  # atomic writes' temporary files: `.NAME.<random>.tmp` beside their target
 LOCK_FILE = ".lock"
 
 
