@@ -22,7 +22,7 @@ from .rst import RSTConfig
 from .masks import dense_mask, full_mask, sparsity_report
 from .search_checks import check_search
 from .strategies import make_strategy
-from .ticket import Ticket, TicketError, load_ticket, save_ticket
+from .ticket import Ticket, TicketError, commit_stage, load_ticket, save_ticket
 
 RETRAIN_WARMUP_EPOCHS = 10  # the paper: warm-up from the search LR to the peak LR over 10 epochs
 
@@ -190,10 +190,7 @@ def _search(spec: SearchSpec, model, data: Dataset, strategy, run: RunDir, ctx: 
                 "search_lr": spec.search.lr, "search_attack": spec.attack.attack, "search_epochs": spec.search.epochs,
                 "search_time": search_time, "search": spec.to_dict(), "hash": spec.hash(),
                 "data_spec": data.spec.to_dict()}
-        if ctx.is_primary:
-            save_ticket(rdir.file("ticket.pt"), Ticket(mask, start_state, meta))
-            rdir.write_json("summary.json", summary)  # commits the round
-        ctx.barrier()
+        commit_stage(ctx, rdir, Ticket(mask, start_state, meta), summary)
         rounds.append(summary)
         if log:
             log(f"round {r}/{p.rounds}: sparsity {report['sparsity']:.4f}, search time {search_time:.1f}s")

@@ -18,7 +18,7 @@ from ..training import RunContext, seed_everything, train
 from .masks import Mask, apply_mask, dense_mask, full_mask, sparsity_report
 from .rst import RSTPenalty, cycle_sparsities, end_layers, penalized_weights, random_pick
 from .search_checks import check_search
-from .ticket import Ticket, load_ticket, save_ticket
+from .ticket import Ticket, commit_stage, load_ticket, save_ticket
 
 Log = Optional[Callable[[str], None]]
 
@@ -107,10 +107,7 @@ def _transform(spec, model, data: Dataset, dense_layers: list[str], run: RunDir,
                 "search_lr": spec.search.lr, "search_attack": spec.attack.attack, "search_epochs": cfg.epochs,
                 "search_time": search_time, "retrain_warmup": False, "search": spec.to_dict(), "hash": spec.hash(),
                 "data_spec": data.spec.to_dict()}
-        if ctx.is_primary:
-            save_ticket(cdir.file("ticket.pt"), Ticket(mask, state, meta))
-            cdir.write_json("summary.json", summary)  # commits the cycle
-        ctx.barrier()
+        commit_stage(ctx, cdir, Ticket(mask, state, meta), summary)
         cycles.append(summary)
         if log:
             log(f"{rst.method} cycle {c}/{n}: sparsity {report['sparsity']:.4f}, squeezed weights' RMS "

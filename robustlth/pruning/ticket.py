@@ -46,6 +46,15 @@ def save_ticket(path: str | Path, ticket: Ticket) -> Path:
     return path
 
 
+def commit_stage(ctx, stage_dir, ticket: Ticket, summary: dict) -> None:
+    """Write a search stage (an IMP round, an RST cycle): its ticket, then its summary.json, which marks the
+    stage done; only the primary process writes and every process waits for it."""
+    if ctx.is_primary:
+        save_ticket(stage_dir.file("ticket.pt"), ticket)
+        stage_dir.write_json("summary.json", summary)
+    ctx.barrier()
+
+
 def load_ticket(path: str | Path) -> Ticket:
     path = Path(path)
     if not path.is_file():
