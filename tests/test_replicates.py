@@ -104,7 +104,12 @@ def test_bench_two_seeds_aggregate_matches_the_runs(bench_seeds):
     assert {"arm", "metric", "n_images", "mean", "std", "ci_lo", "ci_hi"} <= set(summary.columns)
     md = (agg_dir / "report.md").read_text()
     assert "(n=50)" in md and "t-interval over 2 seeds" in md and "ticket - dense, epoch1_val_pgd20" in md
-    for png in ("accuracy_vs_epoch_seeds.png", "final_test_seeds.png"):
+    # The cost-robustness frontier over the seeds: per-arm means of the two runs' times.
+    assert "## Cost-robustness frontier" in md and "means over 2 run(s)" in md
+    front = pd.read_csv(agg_dir / "frontier.csv").set_index("arm")
+    assert front.loc["ticket", "total_s"] == pytest.approx(np.mean([runs[s]["arms"]["ticket"]["total_time"]
+                                                                    for s in (0, 1)]))
+    for png in ("accuracy_vs_epoch_seeds.png", "final_test_seeds.png", "frontier.png"):
         assert (agg_dir / png).stat().st_size > 0
     # Per-image flags of the final evaluation are stored: a single run can be bootstrapped.
     flags = runs[0]["arms"]["ticket"]["final"]["flags"]

@@ -176,6 +176,7 @@ def headline_lines(agg: dict) -> list[str]:
 
 def write_aggregate_report(agg: dict, results: dict[int, dict], out: Path) -> None:
     import pandas as pd
+    from .frontier import frontier_section
     from .report import markdown_table
     atomic_write_text(out / "summary.csv", pd.DataFrame(summary_rows(agg)).to_csv(index=False))
     atomic_write_text(out / "differences.csv", pd.DataFrame(difference_rows(agg)).to_csv(index=False))
@@ -191,7 +192,8 @@ def write_aggregate_report(agg: dict, results: dict[int, dict], out: Path) -> No
              "## Headline", "", *headline_lines(agg), "", "## Arms", "", markdown_table(table), "",
              "## Paired differences (same seed)", "", markdown_table(dtable) if len(dtable) else "(one arm only)", ""]
     lines += [f"![{f}]({f})" for f in plot_aggregate(agg, results, out)]
-    lines += ["", "## Environment", "", "```", json.dumps(agg["environment"], indent=1), "```", ""]
+    lines += ["", *frontier_section([results[s] for s in agg["seeds"]], out, markdown_table)]
+    lines += ["## Environment", "", "```", json.dumps(agg["environment"], indent=1), "```", ""]
     atomic_write_text(out / "report.md", "\n".join(lines))
 
 
