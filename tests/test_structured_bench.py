@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from robustlth.bench.frontier import budget_advice, frontier_rows, mark_pareto
+from robustlth.bench.frontier import budget_advice, frontier_rows, mark_pareto, target_lines
 from robustlth.cli import main
 from robustlth.data import as_float, load_dataset
 from robustlth.evaluate import predict
@@ -83,12 +83,17 @@ def _arm(total, robust):
 
 def test_pareto_and_budget_advice():
     runs = [{"arms": {"dense": _arm(100, 0.40), "ticket": _arm(60, 0.41), "fast_at": _arm(20, 0.30),
-                      "slow_bad": _arm(80, 0.35)}, "headline": {"time_to_target": {}}},
+                      "slow_bad": _arm(80, 0.35)}, "headline": {"time_to_target": {"dense": 50.0, "ticket": 30.0}}},
             {"arms": {"dense": _arm(110, 0.42), "ticket": _arm(70, 0.39), "fast_at": _arm(30, 0.32),
-                      "slow_bad": _arm(90, 0.33)}, "headline": {"time_to_target": {}}}]
+                      "slow_bad": _arm(90, 0.33)}, "headline": {"time_to_target": {"dense": 70.0, "ticket": None}}}]
     rows = {r["arm"]: r for r in frontier_rows(runs)}
     assert rows["dense"]["total_s"] == pytest.approx(105) and rows["dense"]["robust"] == pytest.approx(0.41)
     assert rows["ticket"]["robust_sd"] == pytest.approx(0.0141421, abs=1e-6)
+    # Time to target: averaged over the runs that got there, and how many did is kept beside it.
+    assert rows["dense"]["time_to_target_s"] == pytest.approx(60) and rows["dense"]["reached_target"] == "2/2"
+    assert rows["ticket"]["time_to_target_s"] == pytest.approx(30) and rows["ticket"]["reached_target"] == "1/2"
+    assert rows["fast_at"]["reached_target"] == "0/2"
+    assert "ticket (30.0 s, 1/2 runs)" in target_lines(list(rows.values()))[0]
     # ticket (65 s, 0.40) vs dense (105 s, 0.41): both on the front; slow_bad is dominated by ticket.
     assert {k for k, r in rows.items() if r["pareto"]} == {"dense", "ticket", "fast_at"}
     advice = budget_advice(list(rows.values()))

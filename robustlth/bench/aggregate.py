@@ -41,8 +41,9 @@ def arm_values(arm: dict, eval_n: int) -> dict[str, dict]:
         flags = final.get("flags", {})
         n = final["n"]
         out["test_clean"] = {"value": final["clean"], "n_images": n, "flags": flags.get("clean")}
-        for a in final["attacks"]:
-            out[f"test_{a['name']}"] = {"value": a["robust_after"], "n_images": n, "flags": flags.get(a["name"])}
+        for a in final["attacks"]:  # cumulative over all n images; an attack run on the first K only says so
+            name = a["name"] if a.get("n", n) >= n else f"{a['name']}_ran_on_{a['n']}"
+            out[f"test_{name}"] = {"value": a["robust_after"], "n_images": n, "flags": flags.get(a["name"])}
         last = flags.get(final["attacks"][-1]["name"]) if final["attacks"] else flags.get("clean")
         out["test_worst_case"] = {"value": final["worst_case"], "n_images": n, "flags": last}
         for k, v in final.items():
