@@ -221,7 +221,7 @@ def plot_aggregate(agg: dict, results: dict[int, dict], out: Path) -> list[str]:
                 continue
             line, = ax.plot(list(epochs), [iv.mean for iv in ivs], marker="o", label=name)
             if len(seeds) > 1:
-                ax.fill_between(list(epochs), [iv.lo for iv in ivs], [iv.hi for iv in ivs], alpha=0.2,
+                ax.fill_between(list(epochs), [max(iv.lo, 0) for iv in ivs], [min(iv.hi, 1) for iv in ivs], alpha=0.2,
                                 color=line.get_color())
     for ax, what in zip(axes, ("clean", "PGD-20")):
         ax.set_xlabel("epoch")
