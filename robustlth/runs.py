@@ -133,7 +133,8 @@ def environment(device: Optional[torch.device] = None) -> dict:
 
 
 class RunDir:
-    """One run's directory. Creating it records the config and environment once."""
+    """One run's directory. Creating it records the config and environment once; a later open from another
+    commit is added to env.json's `reopened_with`, so the record of what first ran stays."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -148,7 +149,15 @@ class RunDir:
         env = environment(device)
         env["seed"] = seed
         env["hash"] = run_hash
-        atomic_write_json(run.path / "env.json", env)
+        first = run.path / "env.json"
+        if first.exists():  # reopened (resumed, or reused and re-rendered): the first record stays
+            old = json.loads(first.read_text())
+            if old.get("git_commit") == env["git_commit"]:
+                return run
+            reopened = old.get("reopened_with", [])
+            env = {**old, "reopened_with": reopened + [{k: env[k] for k in ("git_commit", "torch", "device")
+                                                        if k in env}]}
+        atomic_write_json(first, env)
         return run
 
     def file(self, name: str) -> Path:
