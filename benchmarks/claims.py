@@ -254,6 +254,13 @@ def _combine(runs, pairs, what) -> dict[int, float]:
     return {s: sum(v) / len(v) for s, v in out.items() if len(v) == len(pairs)}
 
 
+def joint_verdict(*diffs: Interval) -> str:
+    """Reproduced when every difference is; contradicted when any is; else inconclusive."""
+    vs = [verdict(d) for d in diffs]
+    return "reproduced" if all(v == "reproduced" for v in vs) else \
+        ("contradicted" if "contradicted" in vs else "inconclusive")
+
+
 def claims(runs: dict, scale: dict, aa_seeds: int) -> list[dict]:
     rows = []
     n_val, n_test = scale["bench"]["eval_n"], scale["bench"]["final_n"]
@@ -261,8 +268,7 @@ def claims(runs: dict, scale: dict, aa_seeds: int) -> list[dict]:
 
     # 1a. The boost exists, adversarial retraining.
     d_dense, d_reinit = diff(runs, "adv_ticket", "adv_dense", e1p), diff(runs, "adv_ticket", "adv_reinit", e1p)
-    v = "reproduced" if verdict(d_dense) == verdict(d_reinit) == "reproduced" else \
-        ("contradicted" if "contradicted" in (verdict(d_dense), verdict(d_reinit)) else "inconclusive")
+    v = joint_verdict(d_dense, d_reinit)
     rows.append({"claim": "Boost exists (PGD AT): ticket converges faster than re-init and dense",
                  "paper": "FGSM ticket + 60 epochs PGD AT: 45.73 % PGD-10 vs dense 100 epochs 44.78 % (VGG-16)",
                  "ours": f"val PGD-20 (n={n_val}) epoch 1 / 5: ticket {pts(iv(runs, 'adv_ticket', e1p))} / "
@@ -276,8 +282,7 @@ def claims(runs: dict, scale: dict, aa_seeds: int) -> list[dict]:
     # 1b. Natural retraining (the paper's epoch-1 numbers).
     t, w, r, dn = "nat_ticket_lr0.01", "nat_ticket_lr0.1", "nat_reinit_lr0.01", "nat_dense"
     dw, dr = diff(runs, t, w, e1c), diff(runs, t, r, e1c)
-    v = "reproduced" if verdict(dw) == verdict(dr) == "reproduced" else \
-        ("contradicted" if "contradicted" in (verdict(dw), verdict(dr)) else "inconclusive")
+    v = joint_verdict(dw, dr)
     rows.append({"claim": "Boost exists (natural): epoch-1 accuracy of boosting vs winning ticket vs re-init",
                  "paper": "epoch 1: boosting 79.7 %, winning 56.4 %, re-init 57.0 % (VGG-16)",
                  "ours": f"val clean (n={n_val}) epoch 1 / 5: boosting {pts(iv(runs, t, e1c))} / {pts(iv(runs, t, e5c))}, "
