@@ -226,7 +226,7 @@ def plot_aggregate(agg: dict, results: dict[int, dict], out: Path) -> list[str]:
     for ax, what in zip(axes, ("clean", "PGD-20")):
         ax.set_xlabel("epoch")
         ax.set_ylabel(f"{what} accuracy ({split}, n={first['config']['bench']['eval_n']}; 95 % band)")
-    files.append(save_figure(fig, out / "accuracy_vs_epoch_seeds.png", axes))
+    files.append(save_figure(fig, out / "accuracy_vs_epoch_seeds.png", axes, legend="outside"))
     test_metrics = [m for m in ("test_clean", "test_pgd20", "test_worst_case") if
                     any(m in a for a in agg["arms"].values())]
     if test_metrics:
@@ -235,11 +235,11 @@ def plot_aggregate(agg: dict, results: dict[int, dict], out: Path) -> list[str]:
         for i, (name, a) in enumerate(agg["arms"].items()):
             xs = [j + i * width for j, m in enumerate(test_metrics) if m in a]
             vals = [a[m] for m in test_metrics if m in a]
-            err = [[v["mean"] - v["lo"] if not math.isnan(v["lo"]) else 0 for v in vals],
-                   [v["hi"] - v["mean"] if not math.isnan(v["hi"]) else 0 for v in vals]]
+            err = [[v["mean"] - max(v["lo"], 0) if not math.isnan(v["lo"]) else 0 for v in vals],  # clipped to [0, 1]
+                   [min(v["hi"], 1) - v["mean"] if not math.isnan(v["hi"]) else 0 for v in vals]]
             ax.bar(xs, [v["mean"] for v in vals], width, yerr=err, capsize=3, label=name)
         n = next(iter(agg["arms"].values())).get("test_clean", {}).get("n_images")
         ax.set_xticks([j + 0.4 - width / 2 for j in range(len(test_metrics))], test_metrics)
         ax.set_ylabel(f"test accuracy (n={n}; 95 % CI)")
-        files.append(save_figure(fig, out / "final_test_seeds.png", [ax]))
+        files.append(save_figure(fig, out / "final_test_seeds.png", [ax], legend="outside"))
     return files
