@@ -23,7 +23,9 @@ from .errors import ConfigError  # noqa: F401  (re-exported; defined with the ot
 # Bump when the meaning of a hyperparameter changes, so old run directories are not reused by mistake.
 # 2: the LR is scaled linearly from a reference batch of 128; precision, channels_last and CUDA graphs are
 #    chosen per device unless given.
-SCHEMA_VERSION = 2
+# 3: every experiment runs as stages (robustlth.stages) keyed by the sections each one uses, with one done
+#    marker (result.json); runs of schema 2 are not reused (their directories stay readable as they are).
+SCHEMA_VERSION = 3
 
 
 def _check(cond: bool, name: str, value: Any, allowed: str) -> None:

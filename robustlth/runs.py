@@ -143,7 +143,12 @@ class RunDir:
     @classmethod
     def create(cls, root: str | Path, kind: str, run_hash: str, config: dict,
                device: Optional[torch.device] = None, seed: Optional[int] = None) -> "RunDir":
-        run = cls(Path(root) / f"{kind}_{run_hash}")
+        return cls.create_at(Path(root) / f"{kind}_{run_hash}", run_hash, config, device, seed)
+
+    @classmethod
+    def create_at(cls, path: str | Path, run_hash: str, config: dict, device: Optional[torch.device] = None,
+                  seed: Optional[int] = None) -> "RunDir":
+        run = cls(Path(path))
         if not (run.path / "config.yaml").exists():
             atomic_write_text(run.path / "config.yaml", dump_yaml(config))
         env = environment(device)

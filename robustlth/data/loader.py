@@ -18,6 +18,12 @@ from .sources import Split
 PAD = 4
 
 
+def iterations_per_epoch(n_images: int, batch_size: int) -> int:
+    """Optimiser steps in one epoch over `n_images`: full batches only (BatchNorm needs more than one image, and
+    a captured step one shape), a batch larger than the split being the whole split."""
+    return n_images // min(batch_size, n_images)
+
+
 class TrainLoader:
     """Shuffled, augmented batches of float images in [0, 1]."""
 
@@ -43,7 +49,7 @@ class TrainLoader:
         self._cols = torch.arange(self.width, device=device)
 
     def __len__(self) -> int:
-        return self.n // self.batch_size  # the last partial batch is dropped (BatchNorm needs > 1 image)
+        return iterations_per_epoch(self.n, self.batch_size)
 
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)

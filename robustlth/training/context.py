@@ -54,6 +54,12 @@ class RunContext:
         self.barrier()
         return run if run is not None else RunDir(Path(root) / f"{kind}_{run_hash}")
 
+    def open_run_dir(self, path, config: dict, run_hash: str, seed: Optional[int] = None) -> RunDir:
+        """A stage's run directory at `path`: created by the primary process; the others open it once it exists."""
+        run = RunDir.create_at(path, run_hash, config, self.device, seed) if self.is_primary else None
+        self.barrier()
+        return run if run is not None else RunDir(Path(path))
+
     def hold(self, run: RunDir):
         """The primary process locks the directory against other runs; its peers share that hold."""
         return run.lock() if self.is_primary else contextlib.nullcontext(run)
