@@ -69,7 +69,7 @@ def main(argv=None) -> dict:
             cfg = TrainConfig(epochs=args.epochs, batch_size=batch, lr=args.lr, eval_n=256, eval_steps=0,
                               precision=args.precision, channels_last=args.channels_last, seed=seed)
             seed_everything(seed)
-            model = build_model(args.model, args.width)
+            model = build_model(args.model, args.width, data.spec)
             t0 = time.perf_counter()
             result = train(model, data, cfg, AttackConfig(attack="pgd", attack_steps=10), device)
             final = evaluate_robustness(model, x, y, ["pgd20"], batch_size=500, seed=seed,

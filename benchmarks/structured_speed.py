@@ -14,6 +14,7 @@ import time
 
 import torch
 
+from robustlth.datasets import CIFAR10
 from robustlth.device import resolve_device, synchronize
 from robustlth.models import build_model
 from robustlth.models.shrink import channel_counts, count_macs
@@ -31,7 +32,7 @@ def seconds_per_step(step, x, y, device) -> float:
 
 def measure(model: str, width: float, keeps: list[float], batch_size: int, rounds: int, device, precision: str,
             attack: str) -> list[dict]:
-    full = build_model(model, width)
+    full = build_model(model, width, CIFAR10)  # timing on random images: CIFAR-10's shape and classes
     counts = {k: [max(1, round(k * c)) for c in channel_counts(full)] for k in keeps}
     steps = {"dense": robustlth_step(model, width, batch_size, device, precision, False, attack)}
     for k in keeps:
@@ -48,7 +49,7 @@ def measure(model: str, width: float, keeps: list[float], batch_size: int, round
     out = []
     for k in keeps:
         pairs = [d / s for d, s in zip(times["dense"][keeps.index(k)::len(keeps)], times[k])]
-        macs = count_macs(build_model(model, width, channels=counts[k]))
+        macs = count_macs(build_model(model, width, CIFAR10, channels=counts[k]))
         out.append({"model": model, "width": width, "keep": k, "channels": counts[k],
                     "macs_removed": round(1 - macs / dense_macs, 4), "batch_size": batch_size, "attack": attack,
                     "dense_s_per_step": round(statistics.median(times["dense"]), 4),

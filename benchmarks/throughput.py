@@ -17,6 +17,7 @@ import torch
 
 from robustlth.attacks import training_attack
 from robustlth.config import AttackConfig
+from robustlth.datasets import CIFAR10
 from robustlth.device import (memory_format, resolve_channels_last, resolve_cuda_graphs, resolve_device,
                               resolve_precision, synchronize, tune_for_static_shapes)
 from robustlth.models import build_model
@@ -52,7 +53,7 @@ def robustlth_step(model_name: str, width: float, batch_size: int, device: torch
     torch.manual_seed(0)
     fmt = memory_format(channels_last)
     tune_for_static_shapes(device)
-    model = build_model(model_name, width, channels=channels).to(device=device, memory_format=fmt).train()
+    model = build_model(model_name, width, CIFAR10, channels=channels).to(device=device, memory_format=fmt).train()
     step_model = torch.compile(model) if compile_ else model
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     atk = training_attack(AttackConfig(attack=attack, attack_steps=10))

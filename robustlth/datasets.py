@@ -1,13 +1,16 @@
 """What a dataset is, as data: its classes, image size, normalisation and whether flips keep labels valid.
 
-A leaf module (it imports nothing of robustlth), so configs, data sources and models can all read a spec
-without importing one another. Tickets and checkpoints record the spec, so a model is rebuilt for the data it
-was trained on.
+A leaf module (it imports only the registry), so configs, data sources and models can all read a spec
+without importing one another. `DATASET_SPECS` names the datasets: `--dataset` accepts them (plus auto and
+custom) and `--data` downloads them through torchvision. Tickets and checkpoints record the spec, so a model
+is rebuilt for the data it was trained on.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from typing import Optional
+
+from .registry import Registry
 
 
 @dataclass(frozen=True)
@@ -24,10 +27,6 @@ class DatasetSpec:
         if self.num_classes < 2 or len(self.mean) != self.channels or len(self.std) != self.channels:
             raise ValueError(f"invalid dataset spec {self}")
 
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return (self.channels, self.image_size, self.image_size)
-
     def to_dict(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
 
@@ -38,12 +37,15 @@ class DatasetSpec:
             return CIFAR10
         return cls(**{**d, "mean": tuple(d["mean"]), "std": tuple(d["std"])})
 
-    def with_classes(self, num_classes: int) -> "DatasetSpec":
-        return DatasetSpec(self.name, num_classes, self.mean, self.std, self.image_size, self.channels, self.flips)
+
+DATASET_SPECS: Registry[DatasetSpec] = Registry("dataset")
+
+
+def _spec(spec: DatasetSpec) -> DatasetSpec:
+    return DATASET_SPECS.register(spec.name, spec)
 
 
 # Per-channel statistics of each training set.
-CIFAR10 = DatasetSpec("cifar10", 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
-CIFAR100 = DatasetSpec("cifar100", 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
-SVHN = DatasetSpec("svhn", 10, (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), flips=False)
-SPECS = {s.name: s for s in (CIFAR10, CIFAR100, SVHN)}
+CIFAR10 = _spec(DatasetSpec("cifar10", 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)))
+CIFAR100 = _spec(DatasetSpec("cifar100", 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)))
+SVHN = _spec(DatasetSpec("svhn", 10, (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), flips=False))

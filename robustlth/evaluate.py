@@ -108,15 +108,20 @@ TORCHATTACKS_LINF = {"fgsm": "FGSM", "pgd": "PGD", "tpgd": "TPGD", "mifgsm": "MI
                      "autoattack": "AutoAttack"}
 
 
+def _check_torchattacks(name: str) -> None:
+    """`name` (after ta-) is one of torchattacks' L-inf attacks: else one line listing them."""
+    if name not in TORCHATTACKS_LINF:
+        raise ConfigError(f"unknown torchattacks attack ta-{name}: expected one of "
+                          + ", ".join("ta-" + k for k in TORCHATTACKS_LINF))
+
+
 def torchattacks_flags(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
                        batch_size: int = 256) -> torch.Tensor:
     try:
         import torchattacks
     except ImportError:
         raise ConfigError(f"attack ta-{name} needs torchattacks: pip install 'robustlth[attacks]'") from None
-    if name not in TORCHATTACKS_LINF:
-        raise ConfigError(f"unknown torchattacks attack ta-{name}: expected one of "
-                         + ", ".join("ta-" + k for k in TORCHATTACKS_LINF))
+    _check_torchattacks(name)
     atk = getattr(torchattacks, TORCHATTACKS_LINF[name])(model, eps=eps)
     flags = []
     with eval_mode(model):
@@ -146,11 +151,9 @@ def validate_attack_names(names: Iterable[str], eps: float = 8 / 255) -> list[st
         if n == "autoattack":
             continue
         if n.startswith("ta-"):
-            if n[3:] not in TORCHATTACKS_LINF:
-                raise ConfigError(f"unknown torchattacks attack {n}: expected one of "
-                                 + ", ".join("ta-" + k for k in TORCHATTACKS_LINF))
+            _check_torchattacks(n[3:])
             continue
-        attack_from_spec(n, eps)
+        attack_from_spec(n, eps)  # the registered attacks (robustlth.attacks.ATTACKS), pgdK[xR] and cw[K][xR]
     return names
 
 

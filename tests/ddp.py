@@ -17,6 +17,7 @@ import torch
 from robustlth.config import AttackConfig, DataConfig, TrainConfig
 from robustlth.data import load_dataset
 from robustlth.distributed import start, stop
+from robustlth.datasets import CIFAR10
 from robustlth.models import build_model
 from robustlth.training import train
 out, masked = sys.argv[1], sys.argv[2] == "mask"
@@ -24,7 +25,7 @@ torch.set_num_threads(1)
 ctx = start("cpu", timeout_s=60)
 data = load_dataset(DataConfig(data="synthetic", n_train=192, n_test=64))
 torch.manual_seed(0)
-model = build_model("cnn6", 0.25)
+model = build_model("cnn6", 0.25, CIFAR10)
 mask = None
 if masked:
     g = torch.Generator().manual_seed(1)

@@ -3,6 +3,7 @@ import torch
 import torch.nn as nn
 
 from robustlth.attacks import ATTACKS, CWPGD, FGSM, NFGSM, PGD, attack_from_spec
+from robustlth.datasets import CIFAR10
 from robustlth.models import build_model
 
 EPS = 8 / 255
@@ -11,7 +12,7 @@ EPS = 8 / 255
 @pytest.fixture(scope="module")
 def model_and_batch():
     torch.manual_seed(0)
-    model = build_model("cnn6", 0.25).eval()
+    model = build_model("cnn6", 0.25, CIFAR10).eval()
     x = torch.rand(16, 3, 32, 32)
     x[:4] = 0.0  # corners of the box exercise the [0, 1] clipping
     x[4:8] = 1.0

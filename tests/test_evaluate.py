@@ -7,6 +7,7 @@ import torch.nn as nn
 from robustlth.cli import main
 from robustlth.config import AttackConfig, TrainConfig
 from robustlth.evaluate import evaluate_robustness, sanity_warnings
+from robustlth.datasets import CIFAR10
 from robustlth.models import build_model
 from robustlth.training import train
 
@@ -14,7 +15,7 @@ from robustlth.training import train
 @pytest.fixture(scope="module")
 def trained(synthetic_data):
     torch.manual_seed(0)
-    model = build_model("cnn6", 0.5)
+    model = build_model("cnn6", 0.5, CIFAR10)
     train(model, synthetic_data, TrainConfig(epochs=1, lr=0.05, batch_size=50, eval_n=50, eval_steps=0),
           AttackConfig(attack="pgd", attack_steps=3), torch.device("cpu"))
     x, y = synthetic_data.test.x[:64].float() / 255, synthetic_data.test.y[:64]

@@ -5,11 +5,12 @@ import json
 import pytest
 import torch
 
+from robustlth.datasets import CIFAR10, CIFAR100
 from robustlth.models import build_model
-from robustlth.models.shrink import channel_counts, channel_groups, count_macs
+from robustlth.models.shrink import channel_counts, channel_groups, count_macs, shrink
 from robustlth.pruning.masks import apply_mask
-from robustlth.pruning.structured import (channel_scores, full_structured_mask, select_channels, shrunk_model,
-                                          structured_ticket)
+from robustlth.pruning.structured import (channel_scores, full_structured_mask, kept_channels, select_channels,
+                                          shrunk_model, structured_ticket)
 from robustlth.pruning.ticket import load_ticket, save_ticket, ticket_model
 
 ARCHS = [("cnn6", 0.5), ("vgg11", 0.125), ("resnet18", 0.125), ("preactresnet18", 0.125), ("wrn-10-2", 0.5)]
@@ -18,7 +19,7 @@ ARCHS = [("cnn6", 0.5), ("vgg11", 0.125), ("resnet18", 0.125), ("preactresnet18"
 def _trained_like(name, width, seed=0):
     """A model with non-trivial BatchNorm scales and running statistics, as after a search."""
     torch.manual_seed(seed)
-    model = build_model(name, width)
+    model = build_model(name, width, CIFAR10)
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
@@ -82,8 +83,8 @@ def test_criteria_are_layer_normalised_and_differ():
 
 
 def test_macs_fall_with_channels():
-    full = build_model("cnn6", 1.0)
-    small = build_model("cnn6", 1.0, channels=[14, 14, 29, 29, 58, 58])
+    full = build_model("cnn6", 1.0, CIFAR10)
+    small = build_model("cnn6", 1.0, CIFAR10, channels=[14, 14, 29, 29, 58, 58])
     assert count_macs(small) < 0.25 * count_macs(full)
 
 
@@ -103,8 +104,22 @@ def test_ticket_file_round_trip(tmp_path):
 def test_bad_channels_and_models_are_one_clear_error():
     from robustlth.config import ConfigError
     with pytest.raises(ConfigError, match="channels"):
-        build_model("cnn6", 1.0, channels=[1, 2, 3])
+        build_model("cnn6", 1.0, CIFAR10, channels=[1, 2, 3])
     with pytest.raises(ConfigError, match="no channel override"):
-        build_model("lenet300", 1.0, channels=[1])
+        build_model("lenet300", 1.0, CIFAR10, channels=[1])
     with pytest.raises(ConfigError, match="criterion"):
-        structured_ticket(build_model("cnn6", 0.25), {}, {}, keep=0.5, criterion="nope")
+        structured_ticket(build_model("cnn6", 0.25, CIFAR10), {}, {}, keep=0.5, criterion="nope")
+
+
+def test_shrunk_model_is_built_for_the_tickets_own_data():
+    """A ticket found on CIFAR-100 shrinks to a 100-class model with CIFAR-100's normalisation (never a
+    CIFAR-10 default)."""
+    trained = build_model("cnn6", 0.25, CIFAR100)
+    ticket = structured_ticket(trained, trained.state_dict(),
+                               {"model": "cnn6", "width": 0.25, "data_spec": CIFAR100.to_dict()}, keep=0.5)
+    small = shrunk_model(ticket).eval()
+    assert small(torch.rand(2, 3, 32, 32)).shape == (2, 100)
+    assert torch.allclose(small.mean.flatten(), torch.tensor(CIFAR100.mean))
+    full = build_model("cnn6", 0.25, CIFAR100)
+    assert shrink(full, kept_channels(ticket), CIFAR100)(
+        torch.rand(1, 3, 32, 32)).shape == (1, 100)

@@ -3,18 +3,23 @@
 `Attack` owns the contract: the model runs in an explicit mode while the attack is generated and is put
 back in its previous mode afterwards; results are always valid images. The single-step methods are PGD
 with fixed settings, so there is one inner loop to keep fast.
+
+Two registries name them: `ATTACKS` (the attack classes; the fixed-name evaluation attacks of
+`attack_from_spec`) and `TRAINING_ATTACKS` (AttackConfig.attack -> the attack that makes training examples;
+AttackConfig's validation and the --attack help read it).
 """
 from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..config import AttackConfig, ConfigError
+from ..errors import ConfigError  # not from ..config: AttackConfig's validation reads this module's registry
+from ..registry import Registry
 
 
 def ce_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -69,6 +74,10 @@ class Attack(ABC):
         return f"{type(self).__name__}(eps={self.eps:.5f}, mode={self.model_mode})"
 
 
+ATTACKS: Registry[type[Attack]] = Registry("attack")
+
+
+@ATTACKS.register("pgd")
 class PGD(Attack):
     """Projected sign-gradient ascent (Madry et al.), with random start and restarts.
 
@@ -125,6 +134,7 @@ class PGD(Attack):
         return delta
 
 
+@ATTACKS.register("fgsm")
 class FGSM(PGD):
     """One step of size ε from the clean point (Goodfellow et al.)."""
     name = "fgsm"
@@ -134,6 +144,7 @@ class FGSM(PGD):
                          model_mode=model_mode)
 
 
+@ATTACKS.register("fgsm_rs")
 class FGSMRS(PGD):
     """FGSM from a uniform random start with step 1.25ε, projected to the ball (Wong et al., fast AT)."""
     name = "fgsm_rs"
@@ -143,6 +154,7 @@ class FGSMRS(PGD):
                          random_start=True, model_mode=model_mode)
 
 
+@ATTACKS.register("nfgsm")
 class NFGSM(PGD):
     """N-FGSM (de Jorge et al.): noise uniform in ±2ε, one step of ε, no projection to the ε-ball."""
     name = "nfgsm"
@@ -152,6 +164,7 @@ class NFGSM(PGD):
                          init_radius=2 * eps, project=False, model_mode=model_mode)
 
 
+@ATTACKS.register("cw")
 class CWPGD(PGD):
     """PGD on the CW margin loss."""
     name = "cw"
@@ -162,20 +175,23 @@ class CWPGD(PGD):
                          model_mode=model_mode)
 
 
-ATTACKS = {cls.name: cls for cls in (FGSM, FGSMRS, NFGSM, PGD, CWPGD)}
-
 _SPEC = re.compile(r"^(pgd|cw)(\d+)?(?:x(\d+))?$")
 
 
+def _fixed_names() -> list[str]:
+    """The evaluation attacks named as they are (the others are pgdK[xR] and cw[K][xR])."""
+    return [n for n in ATTACKS if not _SPEC.match(n)]
+
+
 def attack_from_spec(spec: str, eps: float) -> Attack:
-    """Evaluation attacks by name: fgsm, pgdK[xR] (K steps, R restarts, step ε/4, random start),
-    cw[K][xR] (CW-margin PGD, default 30 steps)."""
-    if spec in ("fgsm", "fgsm_rs", "nfgsm"):
-        return ATTACKS[spec](eps)
+    """Evaluation attacks by name: fgsm, fgsm_rs, nfgsm (any registered attack built from ε alone), pgdK[xR]
+    (K steps, R restarts, step ε/4, random start), cw[K][xR] (CW-margin PGD, default 30 steps)."""
     m = _SPEC.match(spec)
+    if spec in ATTACKS and not m:
+        return ATTACKS[spec](eps)
     if not m:
-        raise ConfigError(f"unknown attack {spec!r}: expected fgsm, pgdK[xR] (e.g. pgd20, pgd100x5), cw[K][xR], "
-                         "autoattack, or ta-NAME for a torchattacks attack")
+        raise ConfigError(f"unknown attack {spec!r}: expected {', '.join(_fixed_names())}, pgdK[xR] (e.g. pgd20, "
+                          "pgd100x5), cw[K][xR], autoattack, or ta-NAME for a torchattacks attack")
     kind, steps, restarts = m.group(1), m.group(2), int(m.group(3) or 1)
     if kind == "pgd":
         if steps is None:
@@ -184,15 +200,37 @@ def attack_from_spec(spec: str, eps: float) -> Attack:
     return CWPGD(eps, steps=int(steps or 30), restarts=restarts)
 
 
-def training_attack(cfg: AttackConfig) -> Optional[Attack]:
-    """The attack that generates training examples for an AttackConfig (None for natural training)."""
-    if cfg.attack == "none":
-        return None
-    if cfg.attack == "pgd":
-        return PGD(cfg.eps, steps=cfg.attack_steps, step_size=cfg.attack_step_size, random_start=True,
-                   model_mode=cfg.attack_model_mode)
-    return ATTACKS[cfg.attack](cfg.eps, model_mode=cfg.attack_model_mode, step_size=cfg.attack_step_size)
+# AttackConfig.attack -> a function of the AttackConfig giving the attack that makes training examples (None:
+# natural training). A new training attack is one registered function.
+TRAINING_ATTACKS: Registry[Callable[..., Optional[Attack]]] = Registry("training attack")
 
 
-__all__ = ["Attack", "PGD", "FGSM", "FGSMRS", "NFGSM", "CWPGD", "ATTACKS", "attack_from_spec", "training_attack",
-           "ce_loss", "cw_margin_loss"]
+@TRAINING_ATTACKS.register("none")
+def _natural(cfg) -> None:
+    return None
+
+
+def _single_step(cls: type[Attack]) -> Callable[..., Attack]:
+    def build(cfg) -> Attack:
+        return cls(cfg.eps, model_mode=cfg.attack_model_mode, step_size=cfg.attack_step_size)
+    return build
+
+
+TRAINING_ATTACKS.register("fgsm", _single_step(FGSM))
+TRAINING_ATTACKS.register("fgsm_rs", _single_step(FGSMRS))
+TRAINING_ATTACKS.register("nfgsm", _single_step(NFGSM))
+
+
+@TRAINING_ATTACKS.register("pgd")
+def _pgd(cfg) -> Attack:
+    return PGD(cfg.eps, steps=cfg.attack_steps, step_size=cfg.attack_step_size, random_start=True,
+               model_mode=cfg.attack_model_mode)
+
+
+def training_attack(cfg) -> Optional[Attack]:
+    """The attack that generates training examples for an AttackConfig `cfg` (None for natural training)."""
+    return TRAINING_ATTACKS[cfg.attack](cfg)
+
+
+__all__ = ["Attack", "PGD", "FGSM", "FGSMRS", "NFGSM", "CWPGD", "ATTACKS", "TRAINING_ATTACKS", "attack_from_spec",
+           "training_attack", "ce_loss", "cw_margin_loss"]

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..config import DataConfig
-from ..datasets import CIFAR10, SPECS, DatasetSpec
+from ..datasets import CIFAR10, DATASET_SPECS, DatasetSpec
 from ..errors import RobustLTHError
 
 IMAGE_SHAPE = (32, 32, 3)
@@ -149,6 +149,8 @@ def _torchvision_sets(name: str, download: bool) -> list:
 
 def load_torchvision(name: str) -> tuple[Split, Split]:
     """torchvision's CIFAR-10, CIFAR-100 or SVHN, downloaded once into the cache directory."""
+    if name not in _TORCHVISION:  # a dataset registered (DATASET_SPECS) with no download of its own
+        raise DataError(f"dataset {name} has no download: pass its images as --data npz:PATH --dataset {name}")
     cls_name, title, files = _TORCHVISION[name]
     root = data_root()
     try:
@@ -171,13 +173,9 @@ def load_torchvision(name: str) -> tuple[Split, Split]:
             x, y = np.asarray(s.data).transpose(0, 2, 3, 1), np.asarray(s.labels, dtype=np.int64)
         else:
             x, y = np.asarray(s.data), np.asarray(s.targets, dtype=np.int64)
-        validate_arrays(f"{root}/{files}", "data", x, "targets", y, SPECS[name].num_classes)
+        validate_arrays(f"{root}/{files}", "data", x, "targets", y, DATASET_SPECS[name].num_classes)
         out.append(_to_split(x, y))
     return out[0], out[1]
-
-
-def load_torchvision_cifar10() -> tuple[Split, Split]:
-    return load_torchvision("cifar10")
 
 
 def make_synthetic(n_train: int = 2000, n_test: int = 500, seed: int = 1234,
@@ -235,7 +233,7 @@ def dataset_spec(cfg: DataConfig, train: Optional[Split] = None, test: Optional[
     std from the training images."""
     name = cfg.dataset
     if name == "auto":
-        name = cfg.data if cfg.data in SPECS else "cifar10"
+        name = cfg.data if cfg.data in DATASET_SPECS else "cifar10"
     if name == "custom":
         if train is None:
             raise DataError(f"the spec of custom dataset {cfg.data} needs its images")
@@ -244,7 +242,7 @@ def dataset_spec(cfg: DataConfig, train: Optional[Split] = None, test: Optional[
         spec = DatasetSpec("custom", max(k, 2), tuple(x.mean((0, 2, 3)).tolist()),
                            tuple(x.std((0, 2, 3)).clamp_min(1e-3).tolist()))
     else:
-        spec = SPECS[name]
+        spec = DATASET_SPECS[name]
     if cfg.flips is not None and cfg.flips != spec.flips:
         spec = DatasetSpec(spec.name, spec.num_classes, spec.mean, spec.std, spec.image_size, spec.channels,
                            cfg.flips)
@@ -258,7 +256,7 @@ def dataset_spec(cfg: DataConfig, train: Optional[Split] = None, test: Optional[
 
 def load_dataset(cfg: DataConfig) -> Dataset:
     src = cfg.data
-    if src in SPECS:
+    if src in DATASET_SPECS:
         train, test = load_torchvision(src)
     elif src == "synthetic":
         k = dataset_spec(cfg).num_classes if cfg.dataset != "custom" else NUM_CLASSES

@@ -13,7 +13,8 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from ..config import ConfigError
+from ..datasets import DatasetSpec
+from ..errors import ConfigError
 from .resnet import BasicBlock, PreActBlock, _ResNet
 from .small import CNN6
 from .vgg import VGG
@@ -96,16 +97,18 @@ def sliced_state(state: dict[str, torch.Tensor], plan: dict) -> dict[str, torch.
     return out
 
 
-def shrink(model: nn.Module, keep: dict[str, torch.Tensor], state: Optional[dict] = None) -> nn.Module:
+def shrink(model: nn.Module, keep: dict[str, torch.Tensor], spec: DatasetSpec,
+           state: Optional[dict] = None) -> nn.Module:
     """The smaller dense model keeping channels `keep[group name]` (sorted indices) of each group, holding
-    `state` (default: the model's own weights) sliced accordingly."""
+    `state` (default: the model's own weights) sliced accordingly; `spec` is the data `model` was built for
+    (the shrunk model keeps its class count and normalisation)."""
     from . import build_model
     arch = model.architecture
     groups = channel_groups(model)
     missing = [g.name for g in groups if g.name not in keep]
     if missing:
         raise ValueError(f"no kept channels given for {missing[:3]}")
-    small = build_model(arch["model"], arch["width"], channels=[int(keep[g.name].numel()) for g in groups])
+    small = build_model(arch["model"], arch["width"], spec, channels=[int(keep[g.name].numel()) for g in groups])
     small.load_state_dict(sliced_state(state if state is not None else model.state_dict(),
                                        slicing_plan(groups, keep)))
     return small

@@ -11,8 +11,14 @@ from typing import Optional, Sequence
 import torch
 import torch.nn as nn
 
-from ..config import STRATEGIES, ConfigError
+from ..errors import ConfigError
+from ..registry import Registry
 from .masks import Mask, output_layer, prunable_weights
+
+# Name -> Strategy class. A new criterion is one registered class: `make_strategy`, PruneConfig's validation
+# and the --strategy help all read this registry. Each class is built as
+# cls.from_settings(output_rate=, dense_layers=, seed=), so it takes the settings it uses and ignores the rest.
+STRATEGIES: Registry[type["Strategy"]] = Registry("pruning strategy")
 
 
 def _prune_lowest(scores: dict[str, torch.Tensor], mask: Mask, n_prune: int) -> Mask:
@@ -42,17 +48,29 @@ class Strategy(ABC):
     """Base: `prune(model, mask, fraction, init_state)` -> new mask."""
     name = "strategy"
 
+    @classmethod
+    def from_settings(cls, output_rate: Optional[float] = None, dense_layers: Sequence[str] = (),
+                      seed: int = 0) -> "Strategy":
+        """The strategy for PruneConfig's settings (output_rate, dense_layers, prune_seed); by default it
+        takes none of them."""
+        return cls()
+
     @abstractmethod
     def prune(self, model: nn.Module, mask: Mask, fraction: float, init_state: Optional[dict] = None) -> Mask:
         """Prune `fraction` of the weights that `mask` still keeps."""
 
 
+@STRATEGIES.register("global")
 class GlobalMagnitude(Strategy):
     """Plain global magnitude pruning with one threshold (open_lth's sparse_global)."""
     name = "global"
 
     def __init__(self, dense_layers: Sequence[str] = ()):
         self.dense_layers = set(dense_layers)
+
+    @classmethod
+    def from_settings(cls, output_rate=None, dense_layers=(), seed=0):
+        return cls(dense_layers)
 
     def scores(self, model, mask, init_state) -> dict[str, torch.Tensor]:
         return {n: w.abs() for n, w in prunable_weights(model).items()}
@@ -66,6 +84,7 @@ class GlobalMagnitude(Strategy):
         return {n: new.get(n, mask[n]) for n in mask}
 
 
+@STRATEGIES.register("global_normalized")
 class GlobalNormalized(GlobalMagnitude):
     """The boosting-ticket criterion: each layer's |w| divided by the mean |w| of its remaining weights, then
     one global threshold; all conv and linear layers, the classifier included."""
@@ -80,6 +99,7 @@ class GlobalNormalized(GlobalMagnitude):
         return out
 
 
+@STRATEGIES.register("movement")
 class Movement(GlobalMagnitude):
     """Prune the weights that moved least during training: score |θ_T − θ_0| instead of |θ_T|."""
     name = "movement"
@@ -90,12 +110,17 @@ class Movement(GlobalMagnitude):
         return {n: (w.detach() - init_state[n].to(w.device)).abs() for n, w in prunable_weights(model).items()}
 
 
+@STRATEGIES.register("layerwise")
 class Layerwise(Strategy):
     """The same rate in every layer, the output layer at half rate (LTH small nets), or explicit rates."""
     name = "layerwise"
 
     def __init__(self, output_rate: Optional[float] = None, rates: Optional[dict[str, float]] = None):
         self.output_rate, self.rates = output_rate, rates or {}
+
+    @classmethod
+    def from_settings(cls, output_rate=None, dense_layers=(), seed=0):
+        return cls(output_rate)
 
     def prune(self, model, mask, fraction, init_state=None):
         weights = prunable_weights(model)
@@ -108,6 +133,7 @@ class Layerwise(Strategy):
         return new
 
 
+@STRATEGIES.register("random")
 class RandomPruning(Strategy):
     """Random pruning: per layer at the same rate (`scope='layerwise'`) or pooled over all layers ('global')."""
     name = "random"
@@ -116,6 +142,10 @@ class RandomPruning(Strategy):
         if scope not in ("global", "layerwise"):
             raise ValueError(f"invalid scope={scope!r}: expected global or layerwise")
         self.seed, self.scope, self.dense_layers = seed, scope, set(dense_layers)
+
+    @classmethod
+    def from_settings(cls, output_rate=None, dense_layers=(), seed=0):
+        return cls(seed, "global", dense_layers)
 
     def _scores(self, mask):
         g = torch.Generator().manual_seed(self.seed)
@@ -144,18 +174,7 @@ class RandomPruning(Strategy):
 
 def make_strategy(name: str, output_rate: Optional[float] = None, dense_layers: Sequence[str] = (),
                   seed: int = 0) -> Strategy:
-    if name == "global_normalized":
-        return GlobalNormalized(dense_layers)
-    if name == "global":
-        return GlobalMagnitude(dense_layers)
-    if name == "movement":
-        return Movement(dense_layers)
-    if name == "layerwise":
-        return Layerwise(output_rate)
-    if name == "random":
-        return RandomPruning(seed, "global", dense_layers)
-    raise ConfigError(f"unknown pruning strategy {name!r}: expected global_normalized, global, layerwise, random, "
-                     "movement")
+    """The registered strategy `name` (an unknown name: one ConfigError line listing the registered ones)."""
+    return STRATEGIES[name].from_settings(output_rate=output_rate, dense_layers=dense_layers, seed=seed)
 
 
-STRATEGY_NAMES = STRATEGIES
