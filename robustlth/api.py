@@ -103,8 +103,8 @@ def adversarial_train(model: Union[ModelSpec, Ticket], data: DataSpec, *, width:
     attack_cfg = AttackConfig(attack=attack, eps=eps, attack_steps=steps)
     ticket = model if isinstance(model, Ticket) else None
     if ticket is not None:  # the ticket fixes the model; its retraining warm-up applies unless `warmup` is given
-        model_cfg = ModelConfig(model=ticket.meta["model"], width=ticket.meta["width"])
-        ticket_id = ticket.meta.get("hash") or config_hash("mask", {"mask": sorted(ticket.mask)})
+        model_cfg = ModelConfig(model=ticket.meta.model, width=ticket.meta.width)
+        ticket_id = ticket.meta.hash or config_hash("mask", {"mask": sorted(ticket.mask)})
     else:
         model_cfg, ticket_id = ModelConfig(model=model_name(model), width=width), None
     result, run, net = run_train(data_cfg, model_cfg, cfg, attack_cfg, RunContext(dev), out, model_given=False,
@@ -139,16 +139,19 @@ def run_bench(model: ModelSpec, data: DataSpec, *, width: float = 1.0, preset: O
           device: Union[str, torch.device] = "auto", out: Union[str, Path] = "runs", progress: bool = False,
           log: Log = print, **options: object) -> dict:
     """The benchmark (dense PGD AT vs the ticket pipeline, same data, seed and device) for your model: the
-    values of `preset` (bench section only; e.g. "smoke") overridden by `options` (BenchConfig fields).
-    Returns results.json's content; report.md and the figures are in results['run_dir']."""
-    from .bench import PRESETS, BenchConfig
+    values of `preset` (its sections but data and model; e.g. "smoke") overridden by `options` (fields of the
+    bench sections by name: dense_epochs, lr, ratio, final_attacks, ...). Returns the bench's result.json
+    content; report.md and the figures are in results['run_dir']."""
+    from .bench import PRESETS, BenchSetup
     from .bench import run_bench as run
+    from .bench.config import merge_sections
     if preset is not None and preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}: expected one of {', '.join(PRESETS)}")
-    values = {**(PRESETS[preset].get("bench", {}) if preset else {}), **options}
-    b = BenchConfig.from_dict(values)
-    results, run_dir = run(b, data_config(data), ModelConfig(model=model_name(model), width=width),
-                             _device(device), out, preset=preset, progress=progress, log=log)
+    base = {k: v for k, v in (PRESETS[preset] if preset else {}).items() if k not in ("data", "model")}
+    sections = merge_sections(base, {"bench": dict(options)}, {"data": data_config(data).to_dict(),
+                                                               "model": {"model": model_name(model), "width": width}})
+    results, run_dir = run(BenchSetup.from_sections(sections), _device(device), out, preset=preset,
+                           progress=progress, log=log)
     return {**results, "run_dir": str(run_dir.path)}
 
 

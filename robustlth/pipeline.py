@@ -27,15 +27,16 @@ from .training.checkpoint import describe_run
 def ticket_model_config(ticket, model_cfg: ModelConfig, model_given: bool, path) -> ModelConfig:
     """The model a ticket fixes; a clash with an explicitly given model is an error."""
     meta = ticket.meta
-    if model_given and (model_cfg.model, model_cfg.width) != (meta["model"], meta["width"]):
-        raise UsageError(f"--mask {path} is a ticket for {meta['model']} at width {meta['width']}, "
+    if model_given and (model_cfg.model, model_cfg.width) != (meta.model, meta.width):
+        raise UsageError(f"--mask {path} is a ticket for {meta.model} at width {meta.width}, "
                          f"not {model_cfg.model} at width {model_cfg.width}")
-    return ModelConfig(model=meta["model"], width=meta["width"])
+    return ModelConfig(model=meta.model, width=meta.width)
 
 
 def check_ticket_data(ticket, spec: DatasetSpec, path) -> None:
     """A ticket's classifier fits only data with its class count."""
-    ticket_spec = DatasetSpec.from_dict(ticket.meta.get("data_spec"))
+    from .pruning.ticket import ticket_data_spec
+    ticket_spec = ticket_data_spec(ticket)
     if ticket_spec.num_classes != spec.num_classes:
         raise UsageError(f"--mask {path} is a ticket for {ticket_spec.name} ({ticket_spec.num_classes} classes), "
                          f"but the data is {spec.name} with {spec.num_classes} classes")

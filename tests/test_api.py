@@ -39,10 +39,11 @@ def test_factory_names_resolve_and_errors_are_one_line():
         check_model_name("robustlth.api:nope")
     with pytest.raises(ConfigError, match="not importable by name"):
         rl.model_name(lambda: tiny_net())
+    from robustlth.datasets import CIFAR10
     from robustlth.models import build_model
     name = rl.model_name(no_width_net)
     with pytest.raises(ConfigError, match="width must be 1"):
-        build_model(name, 0.5)
+        build_model(name, 0.5, CIFAR10)
 
 
 def test_factory_digest_enters_the_run_hash():
@@ -61,7 +62,7 @@ def test_api_ticket_train_evaluate_and_cli_eval(tmp_path, capsys):
     data = rl.data_config("synthetic").replace(n_train=200, n_test=40, val_size=40)
     common = dict(batch_size=50, eval_n=20, out=tmp_path, device="cpu", log=None)
     ticket = rl.find_ticket(tiny_net, data, epochs=1, rounds=2, ratio=0.5, **common)
-    assert ticket.meta["model"].endswith("tiny_net") and abs(ticket.sparsity()["sparsity"] - 0.75) < 0.05
+    assert ticket.meta.model.endswith("tiny_net") and abs(ticket.sparsity()["sparsity"] - 0.75) < 0.05
     (round2,) = tmp_path.glob("ticket_*/round_2")  # an IMP round's checkpoint opens on its own too
     assert rl.load_checkpoint(round2, "cpu").kind == "IMP round 2"
     trained = rl.adversarial_train(ticket, data, epochs=2, steps=2, eval_steps=2, **common)
@@ -70,7 +71,7 @@ def test_api_ticket_train_evaluate_and_cli_eval(tmp_path, capsys):
     r = rl.evaluate_model(trained.model, data, attacks=["pgd3"], n=30, log=None)
     assert r["n"] == 30 and r["worst_case"] <= r["clean"]
     saved = rl.load_checkpoint(trained.run_dir, "cpu")
-    assert saved.model_name == ticket.meta["model"] and saved.data == data and abs(saved.sparsity - 0.75) < 0.05
+    assert saved.model_name == ticket.meta.model and saved.data == data and abs(saved.sparsity - 0.75) < 0.05
     assert (trained.run_dir / "run.log").read_text().count("ticket training epoch") == 2
     from robustlth.cli import main
     assert main(["eval", "--checkpoint", str(trained.run_dir), "--attacks", "pgd3", "--device", "cpu",

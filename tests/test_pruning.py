@@ -2,11 +2,12 @@ import pytest
 import torch
 
 from robustlth.config import AttackConfig, DataConfig, ModelConfig, PruneConfig, TrainConfig
+from robustlth.datasets import CIFAR10
 from robustlth.models import build_model
-from robustlth.pruning import (STRATEGY_NAMES, SearchSpec, Ticket, TicketError, apply_mask,
+from robustlth.pruning import (STRATEGIES, SearchSpec, Ticket, TicketError, apply_mask,
                                conv_bn_pairs, count, dense_mask, find_ticket, full_mask, load_ticket, make_control,
-                               make_strategy, output_layer, prunable_weights, save_ticket, sparsity_report,
-                               ticket_model)
+                               make_strategy, output_layer, prunable_weights, save_ticket, search_checkpoint,
+                               sparsity_report, ticket_model)
 
 CPU = torch.device("cpu")
 FAMILIES = ["vgg11", "resnet18", "preactresnet18", "wrn-16-4", "conv2", "lenet300", "fcn", "cnn6"]
@@ -14,11 +15,11 @@ FAMILIES = ["vgg11", "resnet18", "preactresnet18", "wrn-16-4", "conv2", "lenet30
 
 def _model(name="cnn6", width=0.25, seed=0):
     torch.manual_seed(seed)
-    return build_model(name, width)
+    return build_model(name, width, CIFAR10)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize("strategy", STRATEGY_NAMES)
+@pytest.mark.parametrize("strategy", STRATEGIES)
 def test_every_strategy_on_every_family_is_exact(family, strategy):
     model = _model(family, 0.25 if family not in ("lenet300", "fcn", "conv2") else 0.5)
     init = {k: v.clone() for k, v in model.state_dict().items()}
@@ -125,7 +126,7 @@ def test_ticket_roundtrip_and_errors(tmp_path):
     path = save_ticket(tmp_path / "t.pt", Ticket(mask, model.state_dict(), {"model": "cnn6", "width": 0.25}))
     t = load_ticket(path)
     assert torch.load(path, weights_only=True)["format"] == "robustlth-ticket-v1"
-    assert all(torch.equal(t.mask[n], mask[n]) for n in mask) and t.meta["sparsity"] == pytest.approx(0.5, abs=1e-4)
+    assert all(torch.equal(t.mask[n], mask[n]) for n in mask) and t.meta.sparsity == pytest.approx(0.5, abs=1e-4)
     m = ticket_model(t)
     assert all(torch.all(w[~mask[n]] == 0) for n, w in prunable_weights(m).items())
     with pytest.raises(TicketError, match="does not exist"):
@@ -141,6 +142,20 @@ def test_ticket_roundtrip_and_errors(tmp_path):
         ticket_model(wrong)
 
 
+def test_ticket_metadata_is_typed_and_other_versions_files_load(tmp_path):
+    model = _model()
+    old = {"model": "cnn6", "width": 0.25, "search_time": 1.5, "a_later_key": [1, 2]}
+    file = {"format": "robustlth-ticket-v1", "mask": dense_mask(model), "state_dict": model.state_dict(), "meta": old}
+    torch.save(file, tmp_path / "old.pt")
+    t = load_ticket(tmp_path / "old.pt")
+    assert (t.meta.model, t.meta.search_time, t.meta.search_lr, t.meta.extra) == ("cnn6", 1.5, None, {"a_later_key": [1, 2]})
+    resaved = torch.load(save_ticket(tmp_path / "re.pt", t), weights_only=True)["meta"]
+    assert resaved == {**old, "sparsity": 0.0}  # a plain dict: the fields that are set, unknown keys kept
+    torch.save({**file, "meta": {"width": 0.25}}, tmp_path / "no_model.pt")
+    with pytest.raises(TicketError, match="lacks 'model'"):
+        load_ticket(tmp_path / "no_model.pt")
+
+
 def _spec(**prune):
     return SearchSpec(data=DataConfig(data="synthetic", n_train=200, n_test=50),
                       model=ModelConfig(model="cnn6", width=0.25),
@@ -154,8 +169,8 @@ def test_find_ticket_resets_to_theta0(tmp_path):
     for n, v in theta0.items():
         assert torch.equal(ticket.state_dict[n], v), n
     assert ticket.sparsity()["sparsity"] == pytest.approx(0.8, abs=1e-4)
-    assert ticket.meta["search_time"] > 0 and ticket.meta["search_lr"] == 0.01
-    assert (run.path / "round_1" / "summary.json").exists()
+    assert ticket.meta.search_time > 0 and ticket.meta.search_lr == 0.01
+    assert (run.path / "round_1" / "result.json").exists() and search_checkpoint(_spec(ratio=0.8), tmp_path).exists()
 
 
 def test_imp_three_rounds_and_resume(tmp_path, monkeypatch):
@@ -179,7 +194,7 @@ def test_imp_three_rounds_and_resume(tmp_path, monkeypatch):
     assert len(trained) == 1  # rounds 1 and 2 were on disk
     remaining, total = count(ticket.mask)
     assert abs(remaining / total - 0.512) < 3 / total
-    assert run.read_json("summary.json")["rounds"][2]["round"] == 3
+    assert run.read_json("result.json")["rounds"][2]["round"] == 3
 
 
 def test_rewinding_to_theta_k(tmp_path):

@@ -4,6 +4,7 @@ import torch
 
 from robustlth.config import AttackConfig, DataConfig, ModelConfig, PruneConfig, TrainConfig
 from robustlth.data import TrainLoader
+from robustlth.datasets import CIFAR10
 from robustlth.models import build_model
 from robustlth.pruning import (TRANSFORM_DEFAULTS, EtaSchedule, RSTConfig, RSTPenalty, SearchSpec, count,
                                cycle_sparsities, dense_mask, find_ticket, make_strategy, prunable_weights,
@@ -16,7 +17,7 @@ CPU = torch.device("cpu")
 
 def _model(name="cnn6", width=0.25, seed=0):
     torch.manual_seed(seed)
-    return build_model(name, width)
+    return build_model(name, width, CIFAR10)
 
 
 def test_eta_schedule_grows_by_steps_then_holds():
@@ -95,7 +96,7 @@ def _spec(method="rst", iterations=12, ratio=0.8, **rst):
 def test_rst_ticket_keeps_transformed_survivors_and_squeezes_the_rest(tmp_path):
     ticket, run = find_ticket(_spec(iterations=6), CPU, tmp_path)
     assert ticket.sparsity()["sparsity"] == pytest.approx(0.8, abs=0.01)
-    assert ticket.meta["method"] == "rst" and ticket.meta["retrain_warmup"] is False
+    assert ticket.meta.method == "rst" and ticket.meta.retrain_warmup is False
     transformed = safe_torch_load(run.path / "cycle_1" / "checkpoint.pt", "checkpoint")["model"]
     theta0 = _model().state_dict()
     for name, m in ticket.mask.items():
@@ -103,7 +104,7 @@ def test_rst_ticket_keeps_transformed_survivors_and_squeezes_the_rest(tmp_path):
         assert torch.equal(w[m], transformed[name][m]), name  # no reset
         assert not torch.equal(w[m], theta0[name][m]), name
         assert torch.all(w[~m] == 0), name
-    summary = run.read_json("cycle_1/summary.json")
+    summary = run.read_json("cycle_1/result.json")
     assert summary["iterations"] == 8 and summary["eta_final"] == 5.0  # 6 asked: whole epochs of 4 steps
     assert summary["squeezed_rms_after"] < 0.5 * summary["squeezed_rms_before"]
     assert summary["squeezed_rms_after"] < 0.5 * summary["kept_rms_after"]
@@ -112,7 +113,7 @@ def test_rst_ticket_keeps_transformed_survivors_and_squeezes_the_rest(tmp_path):
 @pytest.mark.slow
 def test_rst_iter_runs_five_cycles_to_the_target(tmp_path):
     ticket, run = find_ticket(_spec("rst-iter", iterations=2, ratio=0.9), CPU, tmp_path)
-    cycles = run.read_json("summary.json")["cycles"]
+    cycles = run.read_json("result.json")["cycles"]
     assert [c["cycle"] for c in cycles] == [1, 2, 3, 4, 5]
     for c, s in zip(cycles, cycle_sparsities(0.9, 5)):
         assert c["sparsity"] == pytest.approx(s, abs=0.01)
@@ -134,7 +135,7 @@ def test_rst_resumes_exactly_in_the_middle_of_the_transformation(tmp_path, monke
         find_ticket(spec, CPU, tmp_path / "resumed")
     monkeypatch.setattr(TrainLoader, "epoch", real_epoch)
     resumed, run = find_ticket(spec, CPU, tmp_path / "resumed")
-    assert run.read_json("cycle_1/summary.json")["iterations"] == 12
+    assert run.read_json("cycle_1/result.json")["iterations"] == 12
     for name, v in ref.state_dict.items():
         assert torch.equal(v, resumed.state_dict[name]), name
     assert all(torch.equal(ref.mask[n], resumed.mask[n]) for n in ref.mask)
@@ -149,14 +150,18 @@ def test_rst_rejects_imp_rounds_before_any_work(tmp_path):
 
 
 def test_rst_bench_arm_trains_the_transformed_random_ticket_under_pgd(tmp_path):
-    from robustlth.bench import BenchConfig
-    from robustlth.bench.harness import run_arm
+    from robustlth.bench import ArmStage, BenchSetup
+    from robustlth.bench.config import merge_sections
     from robustlth.data import load_dataset
-    data_cfg = DataConfig(data="synthetic", n_train=100, n_test=40, augment=False)
-    b = BenchConfig(arms=("dense", "ticket", "rst"), ticket_epochs=1, batch_size=25, eval_n=20, attack_steps=1,
-                    final_attacks=("pgd2",), final_n=20, rst_iterations=4, ratio=0.7)
-    arm = run_arm("rst", b, data_cfg, ModelConfig(model="cnn6", width=0.25), load_dataset(data_cfg), CPU,
-                  tmp_path / "bench", tmp_path / "bench" / "search")
+    from robustlth.stages import run_stage
+    from robustlth.training import RunContext
+    s = BenchSetup.from_sections(merge_sections({
+        "data": {"data": "synthetic", "n_train": 100, "n_test": 40, "augment": False},
+        "model": {"model": "cnn6", "width": 0.25},
+        "bench": {"arms": ["dense", "ticket", "rst"], "ticket_epochs": 1, "rst_iterations": 4},
+        "train": {"batch_size": 25, "eval_n": 20}, "attack": {"attack_steps": 1}, "prune": {"ratio": 0.7},
+        "final": {"final_attacks": ["pgd2"], "final_n": 20}}))
+    arm = run_stage(ArmStage("rst", s, load_dataset(s.data)), tmp_path, RunContext(CPU)).to_dict()
     assert arm["sparsity"] == pytest.approx(0.7, abs=0.01) and arm["search_time"] > 0
     assert arm["train_config"]["warmup_epochs"] == 0  # RST fine-tuning: no warm-up
     assert 0 <= arm["final"]["attacks"][0]["robust_after"] <= arm["final"]["clean"]

@@ -18,7 +18,7 @@ from robustlth.config import DataConfig, PruneConfig, TrainConfig, add_config_ar
 from robustlth.errors import FileFormatError, RunLockedError
 from robustlth.pruning.finder import check_layers
 from robustlth.pruning.masks import sparsity_report
-from robustlth.pruning import TicketError
+from robustlth.pruning import TicketError, search_training_hash
 from robustlth.runs import RunDir, atomic_write_text
 
 
@@ -87,21 +87,21 @@ SEARCH = ["find-ticket", *TINY_SEARCH, "--rounds", "2", "--rewind-iteration", "1
 
 
 @pytest.mark.faults
-@pytest.mark.parametrize("path", ["round ticket", "final ticket", "rewind state"])
+@pytest.mark.parametrize("path", ["round ticket", "final ticket", "rewind state", "search checkpoint"])
 def test_crafted_files_are_refused_when_a_search_resumes(tmp_path, capsys, path):
     out, marker = tmp_path / "runs", tmp_path / "pwned"
     argv = [*SEARCH, "--out", out]
     assert cli.main([str(a) for a in argv]) == 0
     (ticket_dir,), (search_dir,) = out.glob("ticket_*"), out.glob("search_*")
-    if path == "round ticket":  # round 1 is done: resuming loads its ticket
-        (ticket_dir / "ticket.pt").unlink()
-        craft(ticket_dir / "round_1" / "ticket.pt", marker)
-    elif path == "final ticket":
+    if path == "final ticket":  # the search is done: find-ticket loads its ticket
         craft(ticket_dir / "ticket.pt", marker)
-    else:  # round 1 is redone: its training resumes and loads the rewind state
-        (ticket_dir / "ticket.pt").unlink()
-        (ticket_dir / "round_1" / "summary.json").unlink()
-        craft(search_dir / "rewind.pt", marker)
+    elif path == "round ticket":  # round 1 is done: the resumed search loads its ticket
+        (ticket_dir / "result.json").unlink()
+        craft(ticket_dir / "round_1" / "ticket.pt", marker)
+    else:  # round 1 is redone: it loads the (done) search training's weights
+        (ticket_dir / "result.json").unlink()
+        (ticket_dir / "round_1" / "result.json").unlink()
+        craft(search_dir / ("rewind.pt" if path == "rewind state" else "checkpoint.pt"), marker)
     refused(argv, marker, capsys)
 
 
@@ -223,7 +223,7 @@ def test_two_searches_never_train_the_same_search_directory(tmp_path, capsys):
     argv = ["find-ticket", "--model", "cnn6", "--width", "0.25", "--data", "synthetic", "--n-train", "100",
             "--search-epochs", "1", "--device", "cpu", "--no-progress", "--out", str(tmp_path)]
     spec = cli.search_spec_from_args(cli.build_parser().parse_args(argv), {})
-    held = RunDir.create(tmp_path, "search", spec.training_hash(), spec.to_dict())
+    held = RunDir.create(tmp_path, "search", search_training_hash(spec), spec.to_dict())
     with held.lock():  # the first search, still training
         capsys.readouterr()
         assert cli.main([*argv, "--ratio", "0.5"]) == 2

@@ -14,26 +14,26 @@ from .ticket import Ticket, ticket_data_spec
 def reinit(ticket: Ticket, seed: int) -> Ticket:
     """Same mask, fresh initial weights from another seed."""
     torch.manual_seed(seed)
-    model = build_model(ticket.meta["model"], ticket.meta["width"], ticket_data_spec(ticket))
-    return Ticket(dict(ticket.mask), model.state_dict(), {**ticket.meta, "control": "reinit", "control_seed": seed})
+    model = build_model(ticket.meta.model, ticket.meta.width, ticket_data_spec(ticket))
+    return Ticket(dict(ticket.mask), model.state_dict(), ticket.meta.replace(control="reinit", control_seed=seed))
 
 
 def random_prune(ticket: Ticket, seed: int, scope: str = "layerwise") -> Ticket:
     """Same starting weights, a random mask with the ticket's per-layer (layerwise) or total (global) sparsity."""
     dense = {n: torch.ones_like(m) for n, m in ticket.mask.items()}
     mask = RandomPruning(seed, scope).match(dense, ticket.mask)
-    return Ticket(mask, dict(ticket.state_dict), {**ticket.meta, "control": f"random_{scope}", "control_seed": seed})
+    return Ticket(mask, dict(ticket.state_dict), ticket.meta.replace(control=f"random_{scope}", control_seed=seed))
 
 
 def perturb(ticket: Ticket, k: float, seed: int) -> Ticket:
     """Gaussian noise of k·σ added to each prunable layer's initial weights (σ: that layer's weight std)."""
-    model = build_model(ticket.meta["model"], ticket.meta["width"], ticket_data_spec(ticket))
+    model = build_model(ticket.meta.model, ticket.meta.width, ticket_data_spec(ticket))
     g = torch.Generator().manual_seed(seed)
     state = {n: v.clone() for n, v in ticket.state_dict.items()}
     for name in prunable_weights(model):
         w = state[name]
         state[name] = w + k * w.float().std() * torch.randn(w.shape, generator=g)
-    return Ticket(dict(ticket.mask), state, {**ticket.meta, "control": f"noise_{k}", "control_seed": seed})
+    return Ticket(dict(ticket.mask), state, ticket.meta.replace(control=f"noise_{k}", control_seed=seed))
 
 
 CONTROLS = ("reinit", "random_layerwise", "random_global", "noise")

@@ -16,7 +16,7 @@ import torch.nn as nn
 from ..config import ConfigError
 from ..models.shrink import ChannelGroup, channel_groups, shrink
 from .masks import Mask, prunable_weights
-from .ticket import Ticket, TicketError
+from .ticket import Ticket, TicketError, TicketInfo, ticket_data_spec
 
 CRITERIA = ("bn", "l1", "l2")
 SCOPES = ("layerwise", "global")
@@ -103,7 +103,7 @@ def full_structured_mask(model: nn.Module, keep: dict[str, torch.Tensor]) -> Mas
     return mask
 
 
-def structured_ticket(trained: nn.Module, theta0: dict, meta: dict, keep: float, criterion: str = "bn",
+def structured_ticket(trained: nn.Module, theta0: dict, meta: TicketInfo | dict, keep: float, criterion: str = "bn",
                       scope: str = "layerwise", floor: float = 0.1) -> Ticket:
     """A structured ticket from the searched network `trained`: channels ranked on its weights, survivors
     reset to θ0. Stored as an ordinary ticket (mask on the full model) whose metadata names the kept channels,
@@ -114,11 +114,11 @@ def structured_ticket(trained: nn.Module, theta0: dict, meta: dict, keep: float,
     info = {"keep": keep, "criterion": criterion, "scope": scope, "floor": floor,
             "channels": [int(kept[g.name].numel()) for g in groups],
             "kept": {g.name: kept[g.name].tolist() for g in groups}}
-    return Ticket(structured_mask(trained, kept), dict(theta0), {**meta, "structured": info})
+    return Ticket(structured_mask(trained, kept), dict(theta0), TicketInfo.of(meta).replace(structured=info))
 
 
 def kept_channels(ticket: Ticket) -> dict[str, torch.Tensor]:
-    info = ticket.meta.get("structured")
+    info = ticket.meta.structured
     if not isinstance(info, dict) or not isinstance(info.get("kept"), dict):
         raise TicketError("not a structured ticket: its metadata names no kept channels")
     return {n: torch.tensor(v, dtype=torch.long) for n, v in info["kept"].items()}
@@ -127,8 +127,9 @@ def kept_channels(ticket: Ticket) -> dict[str, torch.Tensor]:
 def shrunk_model(ticket: Ticket) -> nn.Module:
     """The structured ticket as a smaller dense model holding the survivors' starting weights (θ0)."""
     from ..models import build_model
-    full = build_model(ticket.meta["model"], ticket.meta["width"])
-    return shrink(full, kept_channels(ticket), ticket.state_dict)
+    spec = ticket_data_spec(ticket)  # the data the ticket was found on, never a default
+    full = build_model(ticket.meta.model, ticket.meta.width, spec)
+    return shrink(full, kept_channels(ticket), spec, ticket.state_dict)
 
 
 __all__ = ["CRITERIA", "SCOPES", "ChannelGroup", "channel_scores", "check_structured", "full_structured_mask",
