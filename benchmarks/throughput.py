@@ -58,7 +58,7 @@ def robustlth_step(model_name: str, width: float, batch_size: int, device: torch
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     atk = training_attack(AttackConfig(attack=attack, attack_steps=10))
     forward = ctx.wrap(step_model) if ctx is not None else step_model
-    step = make_step(forward, opt, atk, MaskEnforcer(model, None), device, precision, cuda_graphs=cuda_graphs,
+    step = make_step(forward, opt, atk, device, precision, cuda_graphs=cuda_graphs,
                      attack_model=step_model if forward is not step_model else None)
     if ctx is not None:
         batch_size //= ctx.world_size

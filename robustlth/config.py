@@ -18,7 +18,10 @@ from typing import Any, Optional, Tuple
 
 import yaml
 
+from .datasets import DATASET_SPECS
 from .errors import ConfigError  # noqa: F401  (re-exported; defined with the other error types)
+from .optim import LOSSES, OPTIMIZERS
+from .registry import Registry
 
 # Bump when the meaning of a hyperparameter changes, so old run directories are not reused by mistake.
 # 2: the LR is scaled linearly from a reference batch of 128; precision, channels_last and CUDA graphs are
@@ -128,11 +131,33 @@ def _plain(value: Any) -> Any:
 # ----------------------------------------------------------------------------------------------------
 # The hyperparameter groups.
 
-DATA_HELP = ("cifar10, cifar100 or svhn (torchvision download to $ROBUSTLTH_DATA or ~/.cache/robustlth), "
-             "npz:PATH (uint8 NHWC arrays x_train,y_train,x_test,y_test), cifar10-jpeg:PATH (JPEG-bytes copy), "
-             "or synthetic")
-TORCHVISION_SOURCES = ("cifar10", "cifar100", "svhn")
-DATASETS = ("auto", "cifar10", "cifar100", "svhn", "custom")
+# Names come from registries: datasets (robustlth.datasets, a leaf module), training attacks (robustlth.attacks)
+# and pruning strategies (robustlth.pruning.strategies). The last two import torch, so they are read when a
+# config is validated or its flags are described, never when this module is imported.
+
+def _training_attacks() -> Registry:
+    from .attacks import TRAINING_ATTACKS
+    return TRAINING_ATTACKS
+
+
+def _strategies() -> Registry:
+    from .pruning.strategies import STRATEGIES
+    return STRATEGIES
+
+
+class _Help:
+    """A help text that lists a registry's names, written when the flags are described (`{names}` in `text`)."""
+
+    def __init__(self, text: str, registry: typing.Callable[[], Registry]):
+        self.text, self.registry = text, registry
+
+    def __str__(self) -> str:
+        return self.text.format(names=self.registry().help())
+
+
+DATA_HELP = _Help("{names} (torchvision download to $ROBUSTLTH_DATA or ~/.cache/robustlth), npz:PATH (uint8 "
+                  "NHWC arrays x_train,y_train,x_test,y_test), cifar10-jpeg:PATH (JPEG-bytes copy), or synthetic",
+                  lambda: DATASET_SPECS)
 
 
 @dataclass(frozen=True)
@@ -144,20 +169,20 @@ class DataConfig(Config):
     data_seed: int = field(default=0, metadata={"help": "seed for subsetting and the validation split"})
     augment: bool = field(default=True, metadata={"help": "random crop (pad 4) and horizontal flip"})
     dataset: str = field(default="auto", metadata={
-        "help": "what the images are, for class count, normalisation and flips: auto (the source's own; "
-                "cifar10 for synthetic and files), cifar10, cifar100, svhn, or custom (classes from the labels, "
-                "mean/std from the training images)"})
+        "help": _Help("what the images are, for class count, normalisation and flips: auto (the source's own; "
+                      "cifar10 for synthetic and files), {names}, or custom (classes from the labels, mean/std from "
+                      "the training images)", lambda: DATASET_SPECS)})
     flips: Optional[bool] = field(default=None, metadata={
         "help": "horizontal flips in augmentation (default: the dataset's choice; off for svhn)"})
 
     def validate(self) -> None:
         src = self.data
-        _choice("dataset", self.dataset, DATASETS)
-        _check(self.dataset in ("auto", src) or src not in TORCHVISION_SOURCES, "dataset", self.dataset,
+        _choice("dataset", self.dataset, ("auto", *DATASET_SPECS, "custom"))
+        _check(self.dataset in ("auto", src) or src not in DATASET_SPECS, "dataset", self.dataset,
                f"auto or {src} for --data {src}")
-        ok = src in (*TORCHVISION_SOURCES, "synthetic") or (src.startswith(("npz:", "cifar10-jpeg:")) and ":" in src
-                                                  and len(src.split(":", 1)[1]) > 0)
-        _check(ok, "data", src, "cifar10, cifar100, svhn, synthetic, npz:PATH or cifar10-jpeg:PATH")
+        ok = src in DATASET_SPECS or src == "synthetic" or (src.startswith(("npz:", "cifar10-jpeg:"))
+                                                             and len(src.split(":", 1)[1]) > 0)
+        _check(ok, "data", src, f"{DATASET_SPECS.help()}, synthetic, npz:PATH or cifar10-jpeg:PATH")
         for name in ("n_train", "n_test"):
             v = getattr(self, name)
             _check(v is None or v > 0, name, v, "a positive integer or none")
@@ -198,7 +223,6 @@ class ModelConfig(Config):
         return out
 
 
-ATTACK_MODES = ("none", "fgsm", "fgsm_rs", "nfgsm", "pgd")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SCHEDULES = ("constant", "step", "onecycle")
 
@@ -206,7 +230,7 @@ SCHEDULES = ("constant", "step", "onecycle")
 @dataclass(frozen=True)
 class AttackConfig(Config):
     """The attack used to generate training examples (none = natural training)."""
-    attack: str = field(default="none", metadata={"help": "training attack: " + ", ".join(ATTACK_MODES)})
+    attack: str = field(default="none", metadata={"help": _Help("training attack: {names}", _training_attacks)})
     eps: float = field(default=8 / 255, metadata={"help": "L-inf pixel budget on [0,1] inputs"})
     attack_steps: int = field(default=10, metadata={"help": "PGD steps"})
     attack_step_size: Optional[float] = field(
@@ -215,7 +239,7 @@ class AttackConfig(Config):
     attack_model_mode: str = field(default="train", metadata={"help": "model mode while generating: train or eval"})
 
     def validate(self) -> None:
-        _choice("attack", self.attack, ATTACK_MODES)
+        _training_attacks().check(self.attack, "attack")
         _check(0.0 <= self.eps <= 1.0, "eps", self.eps, "a pixel budget in [0, 1]")
         _check(isinstance(self.attack_steps, int) and self.attack_steps >= 1, "attack_steps", self.attack_steps,
                "an integer >= 1")
@@ -231,6 +255,13 @@ class TrainConfig(Config):
     lr: float = field(default=0.1, metadata={"help": "peak learning rate"})
     momentum: float = 0.9
     weight_decay: float = 1e-4
+    optimizer: str = field(default="sgd", metadata={
+        "help": "optimiser: " + OPTIMIZERS.help() + " (adam: lr, weight_decay and torch's default betas; momentum "
+                "is not used); CUDA graphs capture sgd only, other optimisers run the eager step"})
+    loss: str = field(default="ce", metadata={
+        "help": "training loss: " + LOSSES.help() + " (the training attack crafts its examples with plain "
+                "cross-entropy whatever this is)"})
+    label_smoothing: float = field(default=0.0, metadata={"help": "label smoothing of the ce training loss, in [0, 1)"})
     schedule: str = field(default="step", metadata={"help": "constant, step (x gamma at milestones) or onecycle"})
     milestones: Tuple[float, ...] = field(default=(0.5, 0.75), metadata={"help": "LR drops as fractions of the budget"})
     gamma: float = 0.1
@@ -258,6 +289,9 @@ class TrainConfig(Config):
         _check(self.lr > 0, "lr", self.lr, "a positive learning rate")
         _check(0 <= self.momentum < 1, "momentum", self.momentum, "a number in [0, 1)")
         _check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "a number >= 0")
+        OPTIMIZERS.check(self.optimizer, "optimizer")
+        LOSSES.check(self.loss, "loss")
+        _check(0 <= self.label_smoothing < 1, "label_smoothing", self.label_smoothing, "a number in [0, 1)")
         _choice("schedule", self.schedule, SCHEDULES)
         _check(all(0 < m < 1 for m in self.milestones) and list(self.milestones) == sorted(self.milestones),
                "milestones", self.milestones, "increasing fractions of the budget in (0, 1)")
@@ -277,12 +311,10 @@ class TrainConfig(Config):
                "off with fp16 (its grad scaler synchronises with the host); use bf16 or fp32")
 
 
-STRATEGIES = ("global_normalized", "global", "layerwise", "random", "movement")
-
-
 @dataclass(frozen=True)
 class PruneConfig(Config):
-    strategy: str = field(default="global_normalized", metadata={"help": "pruning criterion: " + ", ".join(STRATEGIES)})
+    strategy: str = field(default="global_normalized", metadata={"help": _Help("pruning criterion: {names}",
+                                                                               _strategies)})
     ratio: float = field(default=0.8, metadata={"help": "fraction of the remaining weights pruned per round"})
     rounds: int = field(default=1, metadata={"help": "IMP rounds (1 = one-shot)"})
     rewind_iteration: int = field(default=0, metadata={"help": "0: reset survivors to the initial weights; "
@@ -295,7 +327,7 @@ class PruneConfig(Config):
                                                                       "nothing (it cannot learn through it)"})
 
     def validate(self) -> None:
-        _choice("strategy", self.strategy, STRATEGIES)
+        _strategies().check(self.strategy, "strategy")
         _check(0 <= self.ratio < 1, "ratio", self.ratio, "a pruning ratio in [0, 1)")
         _check(isinstance(self.rounds, int) and self.rounds >= 1, "rounds", self.rounds, "an integer >= 1")
         _check(isinstance(self.rewind_iteration, int) and self.rewind_iteration >= 0, "rewind_iteration",
@@ -381,11 +413,13 @@ def flag_name(prefix: str, name: str) -> str:
 
 
 def add_config_args(parser: argparse.ArgumentParser, cls: type[Config], prefix: str = "",
-                    title: Optional[str] = None) -> None:
-    """Add one flag per field of `cls`; flags default to 'not given' so YAML values survive."""
+                    title: Optional[str] = None, exclude: typing.Iterable[str] = ()) -> None:
+    """Add one flag per field of `cls` (but `exclude`); flags default to 'not given' so YAML values survive."""
     group = parser.add_argument_group(title or cls.__name__)
     hints = typing.get_type_hints(cls)
     for f in fields(cls):
+        if f.name in exclude:
+            continue
         tp = hints[f.name]
         default = _default(f)
         help_text = f.metadata.get("help", "")

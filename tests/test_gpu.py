@@ -13,6 +13,7 @@ from robustlth.attacks import PGD
 from robustlth.config import AttackConfig, DataConfig, TrainConfig
 from robustlth.data import load_dataset
 from robustlth.device import autocast
+from robustlth.datasets import CIFAR10
 from robustlth.models import build_model
 from robustlth.runs import RunDir
 from robustlth.training import CudaGraphStep, EagerStep, MaskEnforcer, train
@@ -34,12 +35,13 @@ def data():
 
 def _model(cuda):
     torch.manual_seed(0)
-    return build_model("resnet18", 0.25).to(cuda, memory_format=torch.channels_last)
+    return build_model("resnet18", 0.25, CIFAR10).to(cuda, memory_format=torch.channels_last)
 
 
 def _step(cls, model, cuda, precision, mask=None, lr=0.05):
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
-    return cls(model, opt, PGD(EPS, steps=10, model_mode="train"), MaskEnforcer(model, mask), cuda, precision)
+    return cls(model, opt, PGD(EPS, steps=10, model_mode="train"), cuda, precision,
+               hooks=[MaskEnforcer(model, mask)])
 
 
 def _batches(cuda, n=6, batch=64):
@@ -109,7 +111,7 @@ def test_graph_training_matches_eager_and_resumes(cuda, data, tmp_path):
     runs = {}
     for graphs in (False, True):
         torch.manual_seed(0)
-        runs[graphs] = train(build_model("cnn6", 0.5), data, cfg.replace(cuda_graphs=graphs), attack, cuda)
+        runs[graphs] = train(build_model("cnn6", 0.5, CIFAR10), data, cfg.replace(cuda_graphs=graphs), attack, cuda)
     assert runs[True].settings["cuda_graphs"] and not runs[False].settings["cuda_graphs"]
     for e, g in zip(runs[False].history, runs[True].history):
         assert abs(e["loss"] - g["loss"]) < 0.05 * max(1.0, e["loss"]), (e, g)
@@ -119,9 +121,9 @@ def test_graph_training_matches_eager_and_resumes(cuda, data, tmp_path):
     # tolerance, since some CUDA kernels are not bitwise deterministic.
     run = RunDir(tmp_path / "r")
     torch.manual_seed(0)
-    train(build_model("cnn6", 0.5), data, cfg.replace(epochs=2, cuda_graphs=True), attack, cuda, run=run)
+    train(build_model("cnn6", 0.5, CIFAR10), data, cfg.replace(epochs=2, cuda_graphs=True), attack, cuda, run=run)
     torch.manual_seed(123)  # resume must not depend on the caller's RNG
-    resumed = train(build_model("cnn6", 0.5), data, cfg.replace(cuda_graphs=True), attack, cuda, run=run)
+    resumed = train(build_model("cnn6", 0.5, CIFAR10), data, cfg.replace(cuda_graphs=True), attack, cuda, run=run)
     assert [r["epoch"] for r in resumed.history] == [1, 2, 3]
     for a, b in zip(runs[True].history, resumed.history):
         assert abs(a["loss"] - b["loss"]) < 0.05 * max(1.0, a["loss"]), (a, b)

@@ -5,6 +5,7 @@ import torch
 
 from robustlth.config import AttackConfig, DataConfig, TrainConfig
 from robustlth.data import load_dataset
+from robustlth.datasets import CIFAR10
 from robustlth.models import build_model
 from robustlth.runs import RunDir
 from robustlth.training import EpochHook, MaskEnforcer, StepHook, train
@@ -39,10 +40,9 @@ class L2Penalty(StepHook):
 
 def _steps(kind, hooks, n=3):
     torch.manual_seed(0)
-    model = build_model("cnn6", 0.25)
+    model = build_model("cnn6", 0.25, CIFAR10)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
-    enforcer = MaskEnforcer(model, None)
-    step = kind(model, opt, None, enforcer, CPU, hooks=hooks)
+    step = kind(model, opt, None, CPU, hooks=[MaskEnforcer(model, None), *hooks])
     g = torch.Generator().manual_seed(1)
     for i in range(n):
         x, y = torch.rand(8, 3, 32, 32, generator=g), torch.randint(0, 10, (8,), generator=g)
@@ -79,16 +79,16 @@ class StopAfter(EpochHook):
 def test_epoch_hook_stops_training_and_hook_state_resumes(tmp_path):
     data = load_dataset(DataConfig(data="synthetic", n_train=100, n_test=20))
     stop = StopAfter(2)
-    result = train(build_model("cnn6", 0.25), data, TINY, AttackConfig(), CPU, epoch_hooks=[stop])
+    result = train(build_model("cnn6", 0.25, CIFAR10), data, TINY, AttackConfig(), CPU, epoch_hooks=[stop])
     assert len(result.history) == 2 and "StopAfter" in result.stopped
     assert [r["hook_saw"] for r in result.history] == [0, 1]
 
     run = RunDir(tmp_path / "run")
     penalty = L2Penalty()
-    train(build_model("cnn6", 0.25), data, TINY.replace(epochs=1), AttackConfig(), CPU, run=run,
+    train(build_model("cnn6", 0.25, CIFAR10), data, TINY.replace(epochs=1), AttackConfig(), CPU, run=run,
           step_hooks=[penalty])
     resumed = L2Penalty()
-    train(build_model("cnn6", 0.25), data, TINY.replace(epochs=2), AttackConfig(), CPU, run=run,
+    train(build_model("cnn6", 0.25, CIFAR10), data, TINY.replace(epochs=2), AttackConfig(), CPU, run=run,
           step_hooks=[resumed])
     assert penalty.calls == 2 and resumed.calls == 4  # the resumed hook carried on from the checkpoint
     assert float(resumed.eta) == pytest.approx(0.04)

@@ -5,6 +5,7 @@ from robustlth.config import AttackConfig, DataConfig, TrainConfig
 from robustlth.data import TrainLoader, load_dataset
 from robustlth.evaluate import predict, robust_flags
 from robustlth.attacks import FGSM, PGD
+from robustlth.datasets import CIFAR10
 from robustlth.models import build_model
 from robustlth.runs import RunDir
 from robustlth.training import lr_at, train
@@ -21,7 +22,7 @@ def data():
 
 def _model(seed=0):
     torch.manual_seed(seed)
-    return build_model("cnn6", 0.5)
+    return build_model("cnn6", 0.5, CIFAR10)
 
 
 def test_lr_schedules():
@@ -150,7 +151,7 @@ def test_static_step_computes_what_the_eager_step_with_torch_sgd_computes(attack
     for m, cls in zip(models, (EagerStep, StaticStep)):
         opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
         atk = PGD(8 / 255, steps=3, model_mode="train") if attack else None
-        steps.append(cls(m, opt, atk, MaskEnforcer(m, mask), CPU))
+        steps.append(cls(m, opt, atk, CPU, hooks=[MaskEnforcer(m, mask)]))
     for i in range(n_steps):
         x, y = torch.rand(16, 3, 32, 32, generator=g), torch.randint(0, 10, (16,), generator=g)
         losses = []

@@ -1,6 +1,8 @@
 """Training checkpoints that load with `weights_only=True`: tensors and plain containers only (the RNG states
 as tensors), so resuming a run can never execute code from a file. A damaged or foreign checkpoint is one
-clear error that names the file and how to start over."""
+clear error that names the file and how to start over.
+
+v3 keeps every hook's state (the guard's and the rewind weights too) in one mapping, `hooks`, by hook key."""
 from __future__ import annotations
 
 import random
@@ -15,8 +17,8 @@ from ..errors import FileFormatError
 from ..runs import atomic_torch_save
 from ..safety import safe_torch_load
 
-FORMAT = "robustlth-checkpoint-v2"
-STATE_KEYS = ("history", "epoch", "train_time", "eval_time", "stopped", "guard_best")
+FORMAT = "robustlth-checkpoint-v3"
+LOOP_KEYS = ("history", "epoch", "train_time", "eval_time", "stopped")  # the training loop's own state
 
 
 def rng_state() -> dict:
@@ -43,8 +45,9 @@ def set_rng_state(state: dict) -> None:
 
 def save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, describe: Optional[dict] = None,
                     mask: Optional[dict] = None, **state) -> None:
-    """Weights, optimiser, RNG states and the loop state (`STATE_KEYS`), written atomically; with `describe`
-    (see `describe_run`) also what the weights are, so `robustlth eval` can open the file on its own."""
+    """Weights, optimiser, RNG states, the loop state (`LOOP_KEYS`) and `hooks` (key -> state dict), written
+    atomically; with `describe` (see `describe_run`) also what the weights are, so `robustlth eval` can open the
+    file on its own."""
     extra = {DESCRIBE_KEY: with_mask(describe, mask)} if describe is not None else {}
     atomic_torch_save(path, {"format": FORMAT, "model": model.state_dict(), "optimizer": opt.state_dict(),
                              "rng": rng_state(), "architecture": getattr(model, "architecture", None), **state, **extra})
@@ -73,22 +76,28 @@ def load_state_file(path: Path, what: str) -> dict:
     return state
 
 
-def load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer) -> dict:
-    """Restore model, optimiser and RNG states from `path`; returns the loop state."""
+def load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer,
+                    hooks: Optional[dict] = None) -> dict:
+    """Restore model, optimiser, RNG and hook states (`hooks`: key -> hook; a hook the file does not know
+    keeps its own) from `path`; returns the loop state (`LOOP_KEYS`)."""
     start_over = f"delete {path} (or its run directory) to start this run over"
     ckpt = safe_torch_load(path, "robustlth checkpoint", start_over)
-    missing = [k for k in ("model", "optimizer", "rng", *STATE_KEYS) if not isinstance(ckpt, dict) or k not in ckpt]
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or missing:
+    ours = (isinstance(ckpt, dict) and ckpt.get("format") == FORMAT and isinstance(ckpt.get("hooks"), dict)
+            and all(k in ckpt for k in ("model", "optimizer", "rng", *LOOP_KEYS)))
+    if not ours:
         raise FileFormatError(f"{path} is not a {FORMAT} file (an older version's or a foreign checkpoint); "
                               f"{start_over}")
     try:
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         set_rng_state(ckpt["rng"])
+        for key, hook in (hooks or {}).items():  # after the weights: a hook may read them
+            if key in ckpt["hooks"]:
+                hook.load_state_dict(ckpt["hooks"][key])
     except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise FileFormatError(f"{path} does not fit this run ({str(e).strip().splitlines()[0]}); {start_over}") \
             from None
-    return {**{k: ckpt[k] for k in STATE_KEYS}, "hooks": ckpt.get("hooks") or {}}
+    return {k: ckpt[k] for k in LOOP_KEYS}
 
 
 # --- self-description --------------------------------------------------------------------------------------

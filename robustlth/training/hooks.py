@@ -1,14 +1,19 @@
 """The trainer's seams. A `StepHook` adds to every optimisation step (the hot path: extra loss terms,
-gradient and weight transforms); an `EpochHook` runs after every epoch (evaluation, guards, checkpoints).
+gradient and weight transforms); an `EpochHook` runs after every epoch (evaluation, guards, callers' hooks).
+The trainer's own hooks (mask enforcement, rewind capture, evaluation, the overfitting guard) are ordinary
+hooks in the same lists.
 
 Step hooks must not synchronise the host per step. A value that changes during training (a penalty's
 strength, say) lives in a device tensor the hook changes in place in `on_iteration`, so a captured step
-(`StaticStep`, `CudaGraphStep`) records `extra_loss` once and still sees every new value. Hook state goes
-into the checkpoint through `state_dict`, so a resumed run continues exactly.
+(`StaticStep`, `CudaGraphStep`) records `extra_loss` once and still sees every new value.
+
+Every hook's state goes into the checkpoint through `state_dict`, under its key (`hook_keys`), so a resumed
+run continues exactly.
 """
 from __future__ import annotations
 
-from typing import Optional
+from collections import Counter
+from typing import Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -22,7 +27,22 @@ class TrainingError(RobustLTHError, RuntimeError):
     pass
 
 
-class StepHook:
+class Hook:
+    """What every hook has: a checkpoint key, its state, and a start once that state is restored."""
+
+    key: Optional[str] = None  # its name in a checkpoint's `hooks` (default: its class name)
+
+    def start(self, ctx, done_iterations: int) -> None:
+        """Before the first epoch this process trains, after a resume restored every state."""
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+class StepHook(Hook):
     """Runs inside every training step (the hot path): must not sync the host per step."""
 
     def extra_loss(self, model: nn.Module) -> Optional[torch.Tensor]:
@@ -38,25 +58,13 @@ class StepHook:
     def on_iteration(self, ctx, iteration: int) -> None:
         """Host side, after optimiser step `iteration` (0-based); cheap; change device tensors in place."""
 
-    def state_dict(self) -> dict:
-        return {}
 
-    def load_state_dict(self, state: dict) -> None:
-        pass
-
-
-class EpochHook:
+class EpochHook(Hook):
     """Runs after every epoch with the epoch's record; it may add entries to the record."""
 
     def on_epoch_end(self, ctx, epoch: int, record: dict) -> Optional[str]:
         """Returns "stop" to end training after this epoch."""
         return None
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
 
 
 def overrides(hook, method: str) -> bool:
@@ -65,9 +73,25 @@ def overrides(hook, method: str) -> bool:
     return getattr(type(hook), method) is not getattr(base, method, None)
 
 
+def hook_keys(hooks: Sequence[Hook]) -> dict[str, Hook]:
+    """Each hook under its key (`key`, else its class name); a repeated key is numbered from its second use
+    on ("L2Penalty#2"), so adding or removing hooks of other kinds never renames a hook's saved state."""
+    keyed: dict[str, Hook] = {}
+    uses: Counter = Counter()
+    for hook in hooks:
+        name = hook.key or type(hook).__name__
+        uses[name] += 1
+        key = name if uses[name] == 1 else f"{name}#{uses[name]}"
+        if key in keyed:
+            raise TrainingError(f"two hooks share the checkpoint key {key!r}; give one of them another `key`")
+        keyed[key] = hook
+    return keyed
+
+
 class MaskEnforcer(StepHook):
     """Keeps masked entries exactly zero: gradients are masked before the update (so momentum and weight
-    decay never see them) and weights after it. Under data parallelism every process enforces the mask."""
+    decay never see them) and weights after it. Under data parallelism every process enforces the mask.
+    It must come before other step hooks, so theirs see masked gradients and weights."""
 
     def __init__(self, model: nn.Module, mask: Optional[Mask]):
         params = dict(model.named_parameters())
@@ -83,9 +107,6 @@ class MaskEnforcer(StepHook):
             self.params.append(params[name])
             self.masks.append(m.to(device=params[name].device, dtype=params[name].dtype))
         self.apply_to_weights()
-
-    def __bool__(self) -> bool:
-        return bool(self.params)
 
     @torch.no_grad()
     def apply_to_weights(self) -> None:

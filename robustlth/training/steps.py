@@ -1,19 +1,21 @@
 """Training steps, the product's hot path: one optimisation step on a batch, adversarial when an attack is given.
 
-`EagerStep` runs the step op by op (any device, any precision, torch.compile). `CudaGraphStep` captures the
-whole step once — the attack with its random start drawn from the device generator, the forward and backward
-passes, mask enforcement and the SGD update — as a CUDA graph and replays it per batch, so a PGD-10 step costs
-a handful of launches instead of thousands. The learning rate lives in a device tensor, so a schedule never
-forces a re-capture. Both return the loss and logits as device tensors: no host synchronisation.
+`EagerStep` runs the step op by op (any device, precision, optimiser; torch.compile). `CudaGraphStep` captures
+the whole step once — the attack with its random start drawn from the device generator, the forward and
+backward passes, the step hooks and the SGD update — as a CUDA graph and replays it per batch, so a PGD-10
+step costs a handful of launches instead of thousands. The learning rate lives in a device tensor, so a
+schedule never forces a re-capture. Only SGD is captured (its update is written out here); for any other
+optimiser `make_step` says so and runs the eager step. Both return the loss and logits as device tensors: no
+host synchronisation.
 
-Step hooks (`hooks.StepHook`) add loss terms and gradient/weight transforms; a captured step records them
-once. `model` is what the training forward pass runs through (DistributedDataParallel under data
-parallelism); the attack runs on `attack_model`, the bare module, so crafting examples never synchronises
-gradients across processes.
+Step hooks (`hooks.StepHook`, mask enforcement among them) add loss terms and gradient/weight transforms; a
+captured step records them once. `model` is what the training forward pass runs through
+(DistributedDataParallel under data parallelism); the attack runs on `attack_model`, the bare module, so
+crafting examples never synchronises gradients across processes.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -23,58 +25,61 @@ from ..device import autocast
 from .hooks import StepHook, overrides
 
 WARMUP_STEPS = 3  # eager steps before capture (cuDNN autotuning, lazy allocations); their effects are undone
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def _loss_and_logits(model: nn.Module, attack, x: torch.Tensor, y: torch.Tensor, device, precision: str,
-                     attack_model: Optional[nn.Module] = None, loss_hooks: Sequence[StepHook] = ()):
-    with autocast(device, precision):
-        if attack is not None:
-            x = attack(model if attack_model is None else attack_model, x, y)
-        out = model(x)
-        loss = F.cross_entropy(out.float(), y)
-    for hook in loss_hooks:
-        extra = hook.extra_loss(model if attack_model is None else attack_model)
-        if extra is not None:
-            loss = loss + extra
-    return loss, out
+class _Step:
+    """What every step shares: the loss, and the step hooks sorted by what they implement, so the step calls
+    only what does something."""
 
-
-class _Hooked:
-    """Sorts step hooks by what they implement, so the step calls only what does something."""
-
-    def _set_hooks(self, hooks: Sequence[StepHook], attack_model: Optional[nn.Module]) -> None:
-        hooks = list(hooks)
-        self.attack_model = attack_model
+    def __init__(self, model: nn.Module, opt: torch.optim.Optimizer, attack, device: torch.device,
+                 precision: str, hooks: Sequence[StepHook], attack_model: Optional[nn.Module],
+                 loss_fn: LossFn):
+        self.model, self.opt, self.attack, self.device, self.precision = model, opt, attack, device, precision
+        self.loss_fn = loss_fn
         self.loss_hooks = [h for h in hooks if overrides(h, "extra_loss")]
         self.grad_hooks = [h for h in hooks if overrides(h, "after_backward")]
         self.update_hooks = [h for h in hooks if overrides(h, "after_update")]
-        self.hook_model = attack_model if attack_model is not None else self.model  # the bare module
+        self.hook_model = attack_model if attack_model is not None else model  # the bare module
+
+    def _loss_and_logits(self, x: torch.Tensor, y: torch.Tensor, attack):
+        with autocast(self.device, self.precision):
+            if attack is not None:
+                x = attack(self.hook_model, x, y)
+            out = self.model(x)
+            loss = self.loss_fn(out.float(), y)
+        for hook in self.loss_hooks:
+            extra = hook.extra_loss(self.hook_model)
+            if extra is not None:
+                loss = loss + extra
+        return loss, out
+
+    def _after_update(self) -> None:
+        for hook in self.update_hooks:
+            hook.after_update(self.hook_model)
 
 
-class EagerStep(_Hooked):
-    """The step as ordinary PyTorch calls; the CPU path and the fallback on CUDA."""
+class EagerStep(_Step):
+    """The step as ordinary PyTorch calls: any optimiser; the CPU path and the fallback on CUDA."""
 
-    def __init__(self, model: nn.Module, opt: torch.optim.Optimizer, attack, enforcer, device: torch.device,
+    def __init__(self, model: nn.Module, opt: torch.optim.Optimizer, attack, device: torch.device,
                  precision: str = "fp32", scaler=None, hooks: Sequence[StepHook] = (),
-                 attack_model: Optional[nn.Module] = None):
-        self.model, self.opt, self.attack, self.enforcer = model, opt, attack, enforcer
-        self.device, self.precision, self.scaler = device, precision, scaler
-        self._set_hooks(hooks, attack_model)
+                 attack_model: Optional[nn.Module] = None, loss_fn: LossFn = F.cross_entropy):
+        super().__init__(model, opt, attack, device, precision, hooks, attack_model, loss_fn)
+        self.scaler = scaler
 
     def set_lr(self, lr: float) -> None:
         for group in self.opt.param_groups:
             group["lr"] = lr
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor):
-        loss, out = _loss_and_logits(self.model, self.attack, x, y, self.device, self.precision,
-                                     self.attack_model, self.loss_hooks)
+        loss, out = self._loss_and_logits(x, y, self.attack)
         self.opt.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
             self.scaler.unscale_(self.opt)
         else:
             loss.backward()
-        self.enforcer.apply_to_grads()
         for hook in self.grad_hooks:
             hook.after_backward(self.hook_model)
         if self.scaler is not None:
@@ -82,13 +87,11 @@ class EagerStep(_Hooked):
             self.scaler.update()
         else:
             self.opt.step()
-        self.enforcer.apply_to_weights()
-        for hook in self.update_hooks:
-            hook.after_update(self.hook_model)
+        self._after_update()
         return loss.detach(), out.detach()
 
 
-class StaticStep(_Hooked):
+class StaticStep(_Step):
     """The step on static input buffers with the LR in a device tensor: what `CudaGraphStep` captures.
 
     It computes what `EagerStep` with `torch.optim.SGD` (momentum, weight decay, no Nesterov) computes, and
@@ -96,20 +99,27 @@ class StaticStep(_Hooked):
     interchangeable. Run eagerly (any device) it lets the captured arithmetic be checked without a GPU.
     """
 
-    def __init__(self, model: nn.Module, opt: torch.optim.SGD, attack, enforcer, device: torch.device,
-                 precision: str = "fp32", hooks: Sequence[StepHook] = ()):
-        if not isinstance(opt, torch.optim.SGD) or len(opt.param_groups) != 1:
-            raise ValueError("a static step supports one torch.optim.SGD parameter group")
+    def __init__(self, model: nn.Module, opt: torch.optim.SGD, attack, device: torch.device,
+                 precision: str = "fp32", hooks: Sequence[StepHook] = (), loss_fn: LossFn = F.cross_entropy):
+        reason = self.unsupported(opt)
+        if reason:
+            raise ValueError(f"a static step cannot run this optimiser: {reason}")
+        super().__init__(model, opt, attack, device, precision, hooks, None, loss_fn)
         group = opt.param_groups[0]
-        if group.get("nesterov") or group.get("dampening") or group.get("maximize"):
-            raise ValueError("a static step supports SGD without Nesterov, dampening or maximize")
-        self.model, self.opt, self.attack, self.enforcer = model, opt, attack, enforcer
-        self.device, self.precision = device, precision
-        self._set_hooks(hooks, None)
         self.lr = torch.tensor(float(group["lr"]), device=device)
         self._lr_value = float(group["lr"])
         self.x: Optional[torch.Tensor] = None
         self.x_adv: Optional[torch.Tensor] = None  # the last batch's training inputs (adversarial or clean)
+
+    @staticmethod
+    def unsupported(opt: torch.optim.Optimizer) -> Optional[str]:
+        """Why the written-out update cannot stand in for `opt` (None: it can)."""
+        if type(opt) is not torch.optim.SGD or len(opt.param_groups) != 1:
+            return f"it captures one torch.optim.SGD parameter group, not {type(opt).__name__}"
+        group = opt.param_groups[0]
+        if group.get("nesterov") or group.get("dampening") or group.get("maximize"):
+            return "it captures SGD without Nesterov, dampening or maximize"
+        return None
 
     def set_lr(self, lr: float) -> None:
         self.opt.param_groups[0]["lr"] = lr  # what a checkpoint records
@@ -141,27 +151,21 @@ class StaticStep(_Hooked):
                 if state.get("momentum_buffer") is None:
                     state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             self.buffers = [self.opt.state[p]["momentum_buffer"] for p in self.params]
-        masks = {id(p): m for p, m in zip(self.enforcer.params, self.enforcer.masks)}
-        self.masked = [i for i, p in enumerate(self.params) if id(p) in masks]
-        self.grad_masks = [masks[id(self.params[i])] for i in self.masked]
 
     def run(self):
         """One step on the static buffers."""
-        loss, out = _loss_and_logits(self.model, self._attack, self.x, self.y, self.device, self.precision,
-                                     loss_hooks=self.loss_hooks)
+        loss, out = self._loss_and_logits(self.x, self.y, self._attack)
         grads = list(torch.autograd.grad(loss, self.params))
         if self.grad_hooks:  # hooks transform `p.grad`
             for p, g in zip(self.params, grads):
                 p.grad = g
             for hook in self.grad_hooks:
-                hook.after_backward(self.model)
+                hook.after_backward(self.hook_model)
             grads = [p.grad for p in self.params]
             for p in self.params:
                 p.grad = None
         group = self.opt.param_groups[0]
         with torch.no_grad():  # torch.optim.SGD's update, with the LR read from a device tensor
-            if self.masked:
-                torch._foreach_mul_([grads[i] for i in self.masked], self.grad_masks)
             if group["weight_decay"]:
                 torch._foreach_add_(grads, self.params, alpha=group["weight_decay"])
             if self.buffers:
@@ -169,9 +173,7 @@ class StaticStep(_Hooked):
                 torch._foreach_add_(self.buffers, grads)
                 grads = self.buffers
             torch._foreach_sub_(self.params, torch._foreach_mul(grads, self.lr))
-        self.enforcer.apply_to_weights()
-        for hook in self.update_hooks:
-            hook.after_update(self.model)
+        self._after_update()
         return loss.detach(), out.detach()
 
     def _attack(self, model, x, y):
@@ -189,13 +191,13 @@ class CudaGraphStep(StaticStep):
     Batches must keep one shape (the loaders drop the last partial batch).
     """
 
-    def __init__(self, model: nn.Module, opt: torch.optim.SGD, attack, enforcer, device: torch.device,
-                 precision: str = "fp32", hooks: Sequence[StepHook] = ()):
+    def __init__(self, model: nn.Module, opt: torch.optim.SGD, attack, device: torch.device,
+                 precision: str = "fp32", hooks: Sequence[StepHook] = (), loss_fn: LossFn = F.cross_entropy):
         if device.type != "cuda":
             raise ValueError(f"CUDA graphs need a CUDA device, not {device}")
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"CUDA graphs support fp32 and bf16, not {precision}")
-        super().__init__(model, opt, attack, enforcer, device, precision, hooks)
+        super().__init__(model, opt, attack, device, precision, hooks, loss_fn)
         self.graph: Optional[torch.cuda.CUDAGraph] = None
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor):
@@ -224,16 +226,22 @@ class CudaGraphStep(StaticStep):
             self.loss, self.out = self.run()
 
 
-def make_step(model: nn.Module, opt: torch.optim.Optimizer, attack, enforcer, device: torch.device,
+def make_step(model: nn.Module, opt: torch.optim.Optimizer, attack, device: torch.device,
               precision: str = "fp32", scaler=None, cuda_graphs: bool = False, hooks: Sequence[StepHook] = (),
-              attack_model: Optional[nn.Module] = None):
-    """The training step for these settings: captured as a CUDA graph when asked, else eager.
+              attack_model: Optional[nn.Module] = None, loss_fn: LossFn = F.cross_entropy,
+              log: Optional[Callable[[str], None]] = None):
+    """The training step for these settings: captured as a CUDA graph when asked and the optimiser allows it
+    (else eager, with one line to `log` saying why).
 
-    `enforcer` (a `MaskEnforcer`) is folded into the update; `hooks` are further step hooks. `attack_model`
-    (eager steps only) is the bare module the attack runs on when `model` is a DistributedDataParallel.
+    `hooks` are the step hooks, mask enforcement first. `attack_model` (eager steps only) is the bare module
+    the attack runs on when `model` is a DistributedDataParallel.
     """
     if cuda_graphs:
         if attack_model is not None:
             raise ValueError("CUDA graphs do not support a separate attack model (data parallelism)")
-        return CudaGraphStep(model, opt, attack, enforcer, device, precision, hooks)
-    return EagerStep(model, opt, attack, enforcer, device, precision, scaler, hooks, attack_model)
+        reason = StaticStep.unsupported(opt)
+        if reason is None:
+            return CudaGraphStep(model, opt, attack, device, precision, hooks, loss_fn)
+        if log is not None:
+            log(f"CUDA graphs off: {reason}; training with the eager step")
+    return EagerStep(model, opt, attack, device, precision, scaler, hooks, attack_model, loss_fn)
