@@ -22,7 +22,7 @@ from robustlth.device import (memory_format, resolve_channels_last, resolve_cuda
                               resolve_precision, synchronize, tune_for_static_shapes)
 from robustlth.models import build_model
 from robustlth.runs import environment
-from robustlth.training import MaskEnforcer, RunContext, make_step
+from robustlth.training import RunContext, make_step
 
 
 def images_per_second(step: Callable, x: torch.Tensor, y: torch.Tensor, device: torch.device, warmup: int,
