@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import pytest
@@ -6,15 +7,17 @@ import torch
 from robustlth.cli import main
 from robustlth.config import ConfigError, DataConfig, ModelConfig, TrainConfig
 from robustlth.data import load_dataset
-from robustlth.locality import (LocalityConfig, coverage, dense_histograms, displacement_histograms, in_degree,
-                                locality_scores, merge_labels, run_imp, shuffle_units, stop_reason, superclass_map,
-                                train_fraction)
+from robustlth.locality import (ImpRun, LocalityConfig, coverage, dense_histograms, displacement_histograms,
+                                in_degree, locality_scores, merge_labels, run_imp, shuffle_units, stop_reason,
+                                superclass_map, train_fraction)
+from robustlth.locality import imp as imp_mod
 from robustlth.locality.analysis import window_fraction
 from robustlth.locality.imp import connected_fractions
 from robustlth.locality.removal import removal_accuracy
+from robustlth.datasets import CIFAR10
 from robustlth.models import build_model
 from robustlth.pruning import dense_mask, prunable_weights
-from robustlth.runs import RunDir
+from robustlth.training import RunContext
 
 
 def brute_force(mask):
@@ -96,7 +99,7 @@ def test_in_degree_and_coverage():
 
 
 def _fcn_mask(width=1 / 128):
-    model = build_model("fcn", width)  # 8 units per hidden layer
+    model = build_model("fcn", width, CIFAR10)  # 8 units per hidden layer
     return model, dense_mask(model)
 
 
@@ -113,19 +116,46 @@ def test_stopping_rule_counts_units_with_inputs_and_outputs():
     assert "12.5% of its units connected" in stop_reason(model, mask, 0.2)
 
 
-def test_imp_stops_by_the_rule_and_resumes(tmp_path):
-    data = load_dataset(DataConfig(data="synthetic", n_train=200, n_test=100, val_size=50, augment=False))
+def _imp(root, data, **loc):
     cfg = TrainConfig(epochs=1, batch_size=50, momentum=0.0, weight_decay=0.0, schedule="constant", eval_steps=0)
-    loc = LocalityConfig(ratio=0.9, max_rounds=8, rewind_iteration=1)
-    model_cfg = ModelConfig(model="fcn", width=1 / 128)
-    rounds = run_imp(model_cfg, cfg, loc, data, RunDir(tmp_path), torch.device("cpu"))
-    assert len(rounds) - 1 < loc.max_rounds
-    assert "units connected" in rounds[-1]["stopped"]
-    assert [r["round"] for r in rounds] == list(range(len(rounds)))
-    assert rounds[1]["first_layer_density"] == pytest.approx(0.1, abs=1e-3)
-    assert not (tmp_path / f"round_{len(rounds)}").exists()  # the stopping mask is not trained
-    again = run_imp(model_cfg, cfg, loc, data, RunDir(tmp_path), torch.device("cpu"))
-    assert again == rounds  # every round is read back from disk
+    return ImpRun(DataConfig(data="synthetic", n_train=200, n_test=100, val_size=50, augment=False),
+                  ModelConfig(model="fcn", width=1 / 128), cfg, LocalityConfig(**loc), {}, "imp", data, root)
+
+
+def test_imp_stops_by_the_rule_and_resumes(tmp_path, monkeypatch):
+    imp = _imp(tmp_path, load_dataset(DataConfig(data="synthetic", n_train=200, n_test=100, val_size=50,
+                                                 augment=False)), ratio=0.9, max_rounds=8, rewind_iteration=1)
+    ctx = RunContext(torch.device("cpu"))
+    rounds = [s for _, s in run_imp(imp, ctx)]
+    assert len(rounds) - 1 < imp.loc.max_rounds
+    assert "units connected" in rounds[-1].stopped
+    assert [r.round for r in rounds] == list(range(len(rounds)))
+    assert rounds[1].first_layer_density == pytest.approx(0.1, abs=1e-3)
+    dirs = sorted(tmp_path.glob("locality-train/imp/round_*"))
+    assert len(dirs) == len(rounds)  # the stopping mask is not trained
+    assert all((d / "result.json").exists() and (d / "ticket.pt").exists() for d in dirs)
+    gentle = dataclasses.replace(imp, loc=imp.loc.replace(ratio=0.3, max_rounds=2))
+    longer = [s for _, s in run_imp(gentle, ctx)]
+    assert longer[-1].stopped == "max_rounds=2 reached"
+    monkeypatch.setattr(imp_mod, "train", lambda *a, **k: pytest.fail("a finished round was retrained"))
+    assert [s for _, s in run_imp(imp, ctx)] == rounds  # every round is read back from disk
+    # IMP runs that differ only in max_rounds share their rounds; the last one says why it stopped.
+    shorter = [s for _, s in run_imp(dataclasses.replace(gentle, loc=gentle.loc.replace(max_rounds=1)), ctx)]
+    assert shorter[0] == longer[0] and shorter[1] == dataclasses.replace(longer[1], stopped="max_rounds=1 reached")
+
+
+@pytest.mark.faults  # four CLI runs: kept out of the default run
+def test_locality_killed_inside_its_writes_resumes_identically(tmp_path):
+    from faults import assert_same_runs, cli, kill_in_write
+    args = ["locality", "--preset", "smoke", "--width", "0.0078125", "--n-train", "200", "--epochs", "1",
+            "--max-rounds", "2", "--rewind-iteration", "1", "--data-fraction", "0", "--superclasses", "0",
+            "--remove-units", "2,4", "--gallery", "4", "--device", "cpu", "--threads", "1", "--no-progress"]
+    cli(*args, "--out", tmp_path / "ref")
+    out = tmp_path / "killed"
+    assert kill_in_write("trained.pt", 2, *args, "--out", out) == -9  # round 1: its ticket written, trained
+    assert kill_in_write("result.json", 2, *args, "--out", out) == -9  # round 2: trained, not committed
+    cli(*args, "--out", out)
+    assert assert_same_runs(tmp_path / "ref", out) >= 15
 
 
 def test_superclasses_and_data_fraction():

@@ -1,18 +1,23 @@
-"""The LTH experiment: the early-stopping evaluator, layer-wise rates, rounds and controls, resume."""
+"""The LTH experiment: the early-stopping evaluator, layer-wise rates, rounds and controls, resume, Adam."""
+import json
+from pathlib import Path
+
 import pytest
 import torch
 
 from robustlth.config import DataConfig, TrainConfig
 from robustlth.lth import PRESETS, TRAIN_DEFAULTS, EarlyStopEvaluator, LTHConfig, run_lth
 from robustlth.lth import evaluator as evaluator_mod
+from robustlth.datasets import CIFAR10
 from robustlth.lth import experiment
 from robustlth.models import build_model
+from robustlth.pruning import count, load_ticket
 
 CPU = torch.device("cpu")
 
 
 def test_early_stopping_iteration_is_the_minimum_validation_loss(monkeypatch):
-    model = build_model("conv2", 0.125)
+    model = build_model("conv2", 0.125, CIFAR10)
     losses = iter([3.0, 2.0, 2.5, 1.5, 1.8])
     monkeypatch.setattr(evaluator_mod, "predict",
                         lambda m, x, y: (torch.ones(4, dtype=torch.bool), torch.tensor(next(losses) * 4)))
@@ -36,7 +41,7 @@ def test_layerwise_rates_follow_the_paper_with_output_at_half_rate():
     cfg = LTHConfig()
     assert cfg.rates("conv2") == {"conv": 0.10, "fc": 0.2, "output": 0.1}
     assert cfg.rates("conv6")["conv"] == 0.15
-    model = build_model("conv4", 0.125)
+    model = build_model("conv4", 0.125, CIFAR10)
     rates = experiment.layer_rates(model, cfg.replace(rate_scale=2.0), "conv4")
     names = list(rates)
     assert [rates[n] for n in names] == [0.2] * 4 + [0.4, 0.4, 0.2]
@@ -65,9 +70,47 @@ def test_lth_rounds_controls_and_resume(tmp_path, monkeypatch):
     for name in ("lth.csv", "tables.md", "lth_early_stop.png", "lth_accuracy.png", "summary.json"):
         assert (run.path / name).exists(), name
     assert set(results["summary"]["headline"]["conv2"]) >= {"vs_reinit", "vs_random", "vs_dense"}
+    for seed in (0, 1):  # each round's ticket arm holds the next round's ticket, pruned from what it trained
+        (nxt,) = tmp_path.glob(f"lth-train/conv2/seed_{seed}/round_0/ticket_*/next_ticket.pt")
+        assert 100 * count(load_ticket(nxt).mask)[0] / count(load_ticket(nxt).mask)[1] == pytest.approx(
+            next(r["remaining_pct"] for r in rows if (r["seed"], r["round"], r["arm"]) == (seed, 1, "ticket")))
     monkeypatch.setattr(experiment, "train", lambda *a, **k: pytest.fail("a finished stage was retrained"))
     again, _ = run_lth(cfg, data_cfg, train_cfg, CPU, tmp_path)
     assert again["rows"] == rows
+    # Another experiment that needs some of these trainings (one seed, one control) trains nothing.
+    fewer, other = run_lth(cfg.replace(seeds=(1,), controls=("reinit",)), data_cfg, train_cfg, CPU, tmp_path)
+    assert other.path != run.path
+    assert fewer["rows"] == [r for r in rows if r["seed"] == 1 and r["arm"] != "random"]
+
+
+def test_lth_runs_with_the_papers_adam(tmp_path, capsys):
+    from robustlth.cli import main
+    args = ["lth", "--preset", "smoke", "--seeds", "0", "--rounds", "0", "--epochs", "1", "--device", "cpu",
+            "--no-progress", "--out", str(tmp_path)]
+    assert main([*args, "--optimizer", "adam", "--lr", "2e-4"]) == 0
+    run = Path(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["run_dir"])
+    assert "optimizer: adam" in (run / "config.yaml").read_text()
+    assert all("optimizer: adam" in f.read_text() for f in tmp_path.glob("lth-train/**/config.yaml"))
+    adam = json.loads((run / "results.json").read_text())["rows"]
+    assert main(args) == 0  # SGD, the default: other trainings
+    sgd = json.loads((Path(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["run_dir"]) /
+                      "results.json").read_text())["rows"]
+    assert len(adam) == len(sgd) == 1 and adam[0]["val_loss"] != sgd[0]["val_loss"]
+
+
+@pytest.mark.faults  # four CLI runs: kept out of the default run
+def test_lth_killed_inside_its_writes_resumes_identically(tmp_path):
+    from faults import assert_same_runs, cli, kill_in_write
+    args = ["lth", "--preset", "smoke", "--seeds", "0", "--rounds", "1", "--epochs", "1", "--device", "cpu",
+            "--threads", "1", "--no-progress"]
+    cli(*args, "--out", tmp_path / "ref")
+    out = tmp_path / "killed"
+    assert kill_in_write("next_ticket.pt", 1, *args, "--out", out) == -9  # round 0 trained, its pruning not saved
+    (arm,) = out.glob("lth-train/conv2/seed_0/round_0/ticket_*")
+    assert not (arm / "result.json").exists() and not (arm / "next_ticket.pt").exists()
+    assert kill_in_write("result.json", 2, *args, "--out", out) == -9  # round 1's ticket: trained, not committed
+    cli(*args, "--out", out)
+    assert assert_same_runs(tmp_path / "ref", out) >= 20
 
 
 def test_lth_transfer_trains_each_ticket_on_the_other_half(tmp_path):

@@ -1,149 +1,172 @@
 """`robustlth locality`: IMP on the FCN, the controls, the analysis of the round with the best validation
-accuracy, and the report. Every training is a stage on disk, so a second call only re-renders."""
+accuracy, and the report. The analysis and every training are stages (`robustlth.stages`), so a second call
+only re-renders the report."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Callable, Optional
 
 import torch
 
-from ..config import ConfigError, DataConfig, ModelConfig, TrainConfig, config_hash
-from ..data import Dataset, load_dataset
-from ..models import build_model
-from ..pruning.masks import Mask, dense_mask
-from ..pruning.strategies import Layerwise, RandomPruning
-from ..pruning.ticket import Ticket, load_ticket, save_ticket
+from ..config import ConfigError, DataConfig, ModelConfig, TrainConfig
+from ..data import Dataset, iterations_per_epoch, load_dataset
+from ..pruning.ticket import load_ticket, ticket_model
 from ..runs import RunDir, environment
+from ..stages import Result, Stage, run_stage, stage_dir
 from ..training.checkpoint import load_state_file
+from ..training.context import RunContext
 from .config import LocalityConfig
 from .controls import merge_labels, train_fraction
-from .imp import best_round, first_layer, run_imp, train_mask
+from .imp import DERIVED, ImpRun, LocalityTraining, RoundSummary, best_round, first_layer, run_imp
 from .removal import removal_accuracy
 
-IMP_FIELDS = ("ratio", "max_rounds", "stop_units", "rewind_iteration")
+Log = Optional[Callable[[str], None]]
 
 
-def imp_run(data_cfg: DataConfig, model_cfg: ModelConfig, cfg: TrainConfig, loc: LocalityConfig, data: Dataset,
-            control: dict, root: str | Path, device: torch.device, log=None) -> tuple[list[dict], RunDir]:
-    """One IMP run in its own directory, keyed by what it depends on (so runs that differ only in the analysis
-    or in which controls they add share it)."""
-    imp = {k: getattr(loc, k) for k in IMP_FIELDS}
-    sections = {"data": data_cfg, "model": model_cfg, "train": cfg, "imp": imp, "control": control}
-    config = {"data": data_cfg.to_dict(), "model": model_cfg.to_dict(), "train": cfg.to_dict(), "imp": imp,
-              "control": control}
-    run = RunDir.create(root, "locality-imp", config_hash("locality-imp", sections), config, device, cfg.seed)
-    if log:
-        log(f"IMP run {run.path} ({control or 'original data'})")
-    return run_imp(model_cfg, cfg, loc, data, run, device, data_cfg.augment, log), run
+@dataclasses.dataclass
+class LocalityArm(Result):
+    """An analysed mask: its training (directory relative to the runs root), summary and unit-removal test."""
+    stage: str
+    summary: RoundSummary
+    removal: Optional[dict] = None  # none for the dense network, whose units all tie in in-degree
+
+
+@dataclasses.dataclass
+class ImpControl(Result):
+    """IMP again on controlled data (fewer images, merged labels)."""
+    rounds: list[RoundSummary]
+    best_round: int
+
+
+@dataclasses.dataclass
+class LocalityResult(Result):
+    rounds: list[RoundSummary]
+    best_round: int
+    n_train: int
+    n_val: int
+    n_test: int
+    arms: dict[str, LocalityArm]  # imp (the best round), dense, and the derived controls
+    controls: dict[str, ImpControl]
+    train_time_s: float  # every trained mask's, together
+
+    def flat(self) -> dict:
+        """The form of results.json and the report: summaries as flat rows."""
+        return {"rounds": [s.row() for s in self.rounds], "best_round": self.best_round, "n_train": self.n_train,
+                "n_val": self.n_val, "n_test": self.n_test,
+                "arms": {k: {"stage": a.stage, "summary": a.summary.row(), "removal": a.removal}
+                         for k, a in self.arms.items()},
+                "controls": {k: {"rounds": [s.row() for s in c.rounds], "best_round": c.best_round}
+                             for k, c in self.controls.items()},
+                "train_time_s": self.train_time_s}
 
 
 def check_rewind(loc: LocalityConfig, cfg: TrainConfig, n_train: int) -> None:
     """Fail before any training when a round has fewer steps than the rewind point (the data control gets as
     many steps as the main run)."""
-    steps = cfg.epochs * steps_per_epoch(cfg, n_train)
+    steps = cfg.epochs * iterations_per_epoch(n_train, cfg.batch_size)
     if loc.rewind_iteration > steps:
         raise ConfigError(f"invalid rewind_iteration={loc.rewind_iteration}: expected at most the {steps} steps of a "
                           f"round ({cfg.epochs} epochs of {n_train} images in batches of {cfg.batch_size})")
 
 
-def steps_per_epoch(cfg: TrainConfig, n_train: int) -> int:
-    return n_train // min(cfg.batch_size, n_train)  # the loader drops the last partial batch
-
-
 def same_steps(cfg: TrainConfig, n_full: int, n_sub: int) -> TrainConfig:
     """Epochs for a smaller training set such that a round takes at least as many SGD steps as on the full one,
     so the data control differs in the data, not in the amount of training."""
-    return cfg.replace(epochs=-(-cfg.epochs * steps_per_epoch(cfg, n_full) // steps_per_epoch(cfg, n_sub)))
+    full, sub = iterations_per_epoch(n_full, cfg.batch_size), iterations_per_epoch(n_sub, cfg.batch_size)
+    return cfg.replace(epochs=-(-cfg.epochs * full // sub))
 
 
-def _mask_of(imp_dir: RunDir, r: int, model) -> Mask:
-    return dense_mask(model) if r == 0 else load_ticket(imp_dir.path / f"round_{r}" / "ticket.pt").mask
+class LocalityAnalysis(Stage):
+    """IMP on the original data, the controls, and the analysis of the best round; the trainings are stages of
+    their own, shared with any analysis that needs the same IMP run."""
+    kind = "locality"
+    result = LocalityResult
+
+    def __init__(self, data_cfg: DataConfig, model_cfg: ModelConfig, cfg: TrainConfig, loc: LocalityConfig,
+                 root: str | Path, preset: Optional[str] = None, log: Log = None):
+        self.data_cfg, self.model_cfg, self.train, self.loc, self.root = data_cfg, model_cfg, cfg, loc, Path(root)
+        self.preset, self.log = preset, log
+        self.data: Optional[Dataset] = None
+
+    def sections(self) -> dict:
+        return {"data": self.data_cfg, "model": self.model_cfg, "train": self.train, "locality": self.loc}
+
+    def record(self) -> dict:
+        return {**super().record(), "preset": self.preset}
+
+    @property
+    def seed(self) -> int:
+        return self.train.seed
+
+    def check(self, ctx) -> None:
+        self.data = load_dataset(self.data_cfg)
+        check_rewind(self.loc, self.train, len(self.data.train))
+
+    def imp_run(self, label: str, control: dict, data: Dataset, cfg: TrainConfig) -> ImpRun:
+        return ImpRun(self.data_cfg, self.model_cfg, cfg, self.loc, control, label, data, self.root, self.log)
+
+    def run(self, ctx) -> LocalityResult:
+        loc, data, cfg = self.loc, self.data, self.train
+        main = self.imp_run("imp", {}, data, cfg)
+        rounds = run_imp(main, ctx)
+        summaries = [s for _, s in rounds]
+        best = best_round(summaries).round
+        trained = {"imp": rounds[best], "dense": rounds[0]}
+        if best > 0:  # the controls at the analysed round's sparsity
+            for arm in [a for a, on in zip(DERIVED, (loc.oneshot, loc.random_mask)) if on]:
+                if self.log:
+                    self.log(f"the {arm} mask at round {best}'s sparsity")
+                stage = LocalityTraining(main, arm, best, rounds[best][0])
+                trained[arm] = (stage, run_stage(stage, self.root, ctx))
+        arms = {k: self.analyse(stage, summary, ctx.device) for k, (stage, summary) in trained.items()}
+
+        controls = {}
+        if loc.data_fraction:
+            sub = train_fraction(data, loc.data_fraction, self.data_cfg.data_seed)
+            imp = self.imp_run(f"data_{loc.data_fraction:g}", {"data_fraction": loc.data_fraction}, sub,
+                               same_steps(cfg, len(data.train), len(sub.train)))
+            controls[imp.label] = [s for _, s in run_imp(imp, ctx)]
+        if loc.superclasses:
+            imp = self.imp_run(f"superclasses_{loc.superclasses}",
+                               {"superclasses": loc.superclasses, "label_seed": loc.label_seed},
+                               merge_labels(data, loc.superclasses, loc.label_seed), cfg)
+            controls[imp.label] = [s for _, s in run_imp(imp, ctx)]
+        every = summaries + [trained[k][1] for k in DERIVED if k in trained] + [s for c in controls.values() for s in c]
+        return LocalityResult(rounds=summaries, best_round=best, n_train=len(data.train),
+                              n_val=len(data.val) if data.val is not None else 0, n_test=len(data.test),
+                              arms=arms, controls={k: ImpControl(v, best_round(v).round) for k, v in controls.items()},
+                              train_time_s=sum(s.train_time for s in every))
+
+    def analyse(self, stage: LocalityTraining, summary: RoundSummary, device: torch.device) -> LocalityArm:
+        """An analysed arm: its summary and, for a sparse first layer, the unit-removal accuracies."""
+        run = stage_dir(stage, self.root)
+        ticket = load_ticket(run.file("ticket.pt"))
+        model = ticket_model(ticket).to(device)
+        model.load_state_dict(load_state_file(run.file("trained.pt"), "trained state"))
+        first = ticket.mask[first_layer(model)]
+        removal = None if bool(first.all()) else removal_accuracy(model, ticket.mask, self.data, self.loc.remove_units)
+        return LocalityArm(stage.name(), summary, removal)
 
 
-def _arm(model, mask: Mask, summary: dict, rdir: RunDir, data: Dataset, loc: LocalityConfig, device) -> dict:
-    """An analysed arm: its first-layer mask, summary and unit-removal accuracies (weights from rdir; none for
-    the dense network, whose units all tie in in-degree)."""
-    model.load_state_dict(load_state_file(rdir.file("trained.pt"), "trained state"))
-    first = mask[first_layer(model)].cpu()
-    return {"summary": summary, "first_mask": first,
-            "removal": None if bool(first.all()) else removal_accuracy(model, mask, data, loc.remove_units)}
-
-
-def _train_derived(name: str, run: RunDir, model, mask: Mask, start: dict, data: Dataset, cfg: TrainConfig,
-                   loc: LocalityConfig, model_cfg: ModelConfig, device, augment: bool, log) -> dict:
-    """Train a derived mask (one-shot or random) once, from θk, in the IMP run's directory <name>/."""
-    rdir = RunDir(run.path / name)
-    if rdir.file("summary.json").exists():
-        return rdir.read_json("summary.json")
-    if log:
-        log(f"training the {name} mask")
-    summary = {"round": None, **train_mask(model, start, mask, data, cfg, device, rdir, loc.radius,
-                                           augment=augment, log=log)}
-    save_ticket(rdir.file("ticket.pt"), Ticket(mask, start, {"model": model_cfg.model, "width": model_cfg.width,
-                                                            "control": name}))
-    rdir.write_json("summary.json", summary)
-    return summary
-
-
-def derived_masks(model, imp_dir: RunDir, best: int, best_mask: Mask, loc: LocalityConfig,
-                  seed: int) -> dict[str, Mask]:
-    """The controls at the analysed round's sparsity: one-shot pruning of the trained dense network, and a random
-    mask with the same per-layer counts."""
-    if best == 0:
-        return {}
-    dense, out = dense_mask(model), {}
-    if loc.oneshot:
-        model.load_state_dict(load_state_file(imp_dir.path / "round_0" / "trained.pt", "trained state"))
-        out["oneshot"] = Layerwise(output_rate=0.0).prune(model, dense, 1 - (1 - loc.ratio) ** best)
-    if loc.random_mask:
-        out["random"] = RandomPruning(seed, "layerwise").match(dense, best_mask)
-    return out
+def first_layer_masks(result: LocalityResult, root: Path) -> dict[str, torch.Tensor]:
+    """Each analysed arm's first-layer mask, from its training's ticket."""
+    masks = {}
+    for k, arm in result.arms.items():
+        ticket = load_ticket(Path(root) / arm.stage / "ticket.pt")
+        masks[k] = ticket.mask[first_layer(ticket_model(ticket))]
+    return masks
 
 
 def run_locality(data_cfg: DataConfig, model_cfg: ModelConfig, cfg: TrainConfig, loc: LocalityConfig,
                  device: torch.device, root: str | Path = "runs", preset: Optional[str] = None,
-                 log: Optional[Callable[[str], None]] = None) -> tuple[dict, RunDir]:
-    sections = {"data": data_cfg, "model": model_cfg, "train": cfg, "locality": loc}
-    config = {k: v.to_dict() for k, v in sections.items()} | {"preset": preset}
-    data = load_dataset(data_cfg)
-    check_rewind(loc, cfg, len(data.train))
-    run = RunDir.create(root, "locality", config_hash("locality", sections), config, device, cfg.seed)
-    rounds, imp_dir = imp_run(data_cfg, model_cfg, cfg, loc, data, {}, root, device, log)
-    best = best_round(rounds)["round"]
-    model = build_model(model_cfg.model, model_cfg.width, data.spec)
-    masks = {"imp": _mask_of(imp_dir, best, model), "dense": dense_mask(model)}
-    summaries = {"imp": rounds[best], "dense": rounds[0]}
-    stage_dirs = {"imp": imp_dir.path / f"round_{best}", "dense": imp_dir.path / "round_0"}
-    rewind = load_state_file(imp_dir.path / "round_0" / "rewind.pt", "rewind state")
-    for name, mask in derived_masks(model, imp_dir, best, masks["imp"], loc, cfg.seed).items():
-        masks[name] = mask
-        summaries[name] = _train_derived(name, imp_dir, model, mask, rewind, data, cfg, loc, model_cfg, device,
-                                         data_cfg.augment, log)
-        stage_dirs[name] = imp_dir.path / name
-    model.to(device)
-    arms = {k: _arm(model, masks[k], summaries[k], RunDir(stage_dirs[k]), data, loc, device) for k in masks}
-
-    controls = {}
-    if loc.data_fraction:
-        sub = train_fraction(data, loc.data_fraction, data_cfg.data_seed)
-        controls[f"data_{loc.data_fraction:g}"] = imp_run(
-            data_cfg, model_cfg, same_steps(cfg, len(data.train), len(sub.train)), loc, sub,
-            {"data_fraction": loc.data_fraction}, root, device, log)[0]
-    if loc.superclasses:
-        merged = merge_labels(data, loc.superclasses, loc.label_seed)
-        controls[f"superclasses_{loc.superclasses}"] = imp_run(
-            data_cfg, model_cfg, cfg, loc, merged, {"superclasses": loc.superclasses, "label_seed": loc.label_seed},
-            root, device, log)[0]
-
-    trained = rounds + [summaries[k] for k in ("oneshot", "random") if k in summaries] + \
-        [s for c in controls.values() for s in c]
-    results = {"config": config, "imp_dir": str(imp_dir.path), "rounds": rounds, "best_round": best,
-               "n_train": len(data.train), "n_val": len(data.val) if data.val is not None else 0,
-               "n_test": len(data.test),
-               "arms": {k: {"summary": a["summary"], "removal": a["removal"]} for k, a in arms.items()},
-               "controls": {k: {"rounds": v, "best_round": best_round(v)["round"]} for k, v in controls.items()},
-               "train_time_s": sum(s["train_time"] for s in trained), "environment": environment(device)}
+                 log: Log = None) -> tuple[dict, RunDir]:
+    """Run (or resume) the analysis, then render its report; returns the results and the analysis' directory."""
+    exp = LocalityAnalysis(data_cfg, model_cfg, cfg, loc, root, preset, log)
+    result = run_stage(exp, root, RunContext(device))
+    run = stage_dir(exp, root)
+    results = {"config": exp.record(), **result.flat(), "environment": environment(device)}
     run.write_json("results.json", results)
     from .report import write_report
-    write_report(results, {k: a["first_mask"] for k, a in arms.items()}, run.path, loc)
+    write_report(results, first_layer_masks(result, root), run.path, loc)
     return results, run

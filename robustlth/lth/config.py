@@ -10,8 +10,8 @@ LTH_MODELS = ("conv2", "conv4", "conv6")
 INITS = ("glorot", "default")
 CONTROLS = ("reinit", "random")
 
-# Natural training with SGD (the trainer's optimiser; the paper used Adam at 2e-4 / 3e-4), batch 60 as in the
-# paper, constant LR given as is (not scaled from batch 128), no weight decay, no PGD evaluation.
+# Natural training with SGD (the paper used Adam at 2e-4 / 3e-4: --optimizer adam --lr 2e-4), batch 60 as in
+# the paper, constant LR given as is (not scaled from batch 128), no weight decay, no PGD evaluation.
 TRAIN_DEFAULTS = {"lr": 0.05, "batch_size": 60, "momentum": 0.9, "weight_decay": 0.0, "schedule": "constant",
                   "lr_reference_batch": None, "eval_steps": 0, "eval_n": 500, "epochs": 30, "precision": "fp32"}
 
