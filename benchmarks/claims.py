@@ -1,8 +1,8 @@
 """The paper's claims (SPEC section 1) at CPU scale, over several seeds: one row per claim with the paper's number,
 ours (mean and 95 % t-interval over seeds), and a verdict.
 
-Every training is a bench arm (`robustlth.bench.harness.run_arm`) cached under --cache, keyed by its config
-and seed, with searches shared through one search folder: an interrupted run resumes, a finished one only
+Every training is a bench arm stage (`robustlth.bench.arms.ArmStage`) cached under --cache, keyed by what it
+depends on, with searches shared the same way: an interrupted run resumes, a finished one only
 re-renders. Searches and dense arms run first, then the ticket arms, on --workers processes.
 
     PYTHONPATH=. python benchmarks/claims.py --seeds 0,1,2 --workers 2 --threads 1 \
@@ -29,8 +29,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from robustlth.bench.config import BenchConfig  # noqa: E402
-from robustlth.config import DataConfig, ModelConfig, config_hash  # noqa: E402
+from robustlth.bench.arms import ArmStage  # noqa: E402
+from robustlth.bench.config import BenchSetup, merge_sections  # noqa: E402
+from robustlth.config import DataConfig, config_hash  # noqa: E402
 from robustlth.runs import atomic_write_json, atomic_write_text, environment  # noqa: E402
 from robustlth.stats import Interval, paired_difference, t_interval, verdict_word  # noqa: E402
 
@@ -52,19 +53,30 @@ SCALES = {
 
 
 # ------------------------------------------------------------------------------------------------------
-# The plan: named trainings, each one bench arm for one seed.
+# The plan: named trainings, each one bench arm (a stage) for one seed.
 
-def plan(scale: dict, seeds: list[int], aa_seeds: int) -> list[dict]:
-    base = BenchConfig.from_dict({**scale["bench"], "final_attacks": []})
-    w0, jobs = scale["width"], []
+def base_setup(scale: dict, data_cfg: dict) -> BenchSetup:
+    """The scale's bench as sections, no final attacks."""
+    return BenchSetup.from_sections(merge_sections({"bench": scale["bench"]}, {
+        "final": {"final_attacks": []}, "data": data_cfg, "model": {"model": "cnn6", "width": scale["width"]}}))
 
-    def add(name, arm, seed, width=w0, final=(), **changes):
-        b = base.replace(seed=seed, final_attacks=tuple(final), **changes)
-        if "autoattack" in final:
-            b = b.replace(autoattack_n=scale["aa_n"])
-        jobs.append({"name": name, "arm": arm, "seed": seed, "bench": b.to_dict(), "width": width})
 
-    nat = {"train_attack": "none", "search_attack": "none"}
+def plan(scale: dict, seeds: list[int], aa_seeds: int, data_cfg: dict) -> list[dict]:
+    base, jobs = base_setup(scale, data_cfg), []
+
+    def add(name, arm, seed, width=scale["width"], final=(), attack=None, ratio=None, **bench):
+        s = base.with_seed(seed).replace(bench=base.bench.replace(**bench),
+                                         model=base.model.replace(width=width),
+                                         final=base.final.replace(final_attacks=tuple(final),
+                                                                  autoattack_n=scale["aa_n"] if "autoattack" in final
+                                                                  else None))
+        if attack is not None:
+            s = s.replace(attack=s.attack.replace(attack=attack))
+        if ratio is not None:
+            s = s.replace(prune=s.prune.replace(ratio=ratio))
+        jobs.append({"name": name, "arm": arm, "seed": seed, "setup": s.to_dict(), "key": ArmStage(arm, s).name()})
+
+    nat = {"attack": "none", "search_attack": "none"}
     for s in seeds:
         aa = ["autoattack"] if (s in seeds[:aa_seeds] and scale["aa_n"]) else []
         # Adversarial (PGD AT): the boost, the time ratio, FGSM vs PGD search, search length.
@@ -86,32 +98,24 @@ def plan(scale: dict, seeds: list[int], aa_seeds: int) -> list[dict]:
             for arm in ("ticket", "reinit"):
                 add(f"nat_{arm}_width{w:g}", arm, s, final=["fgsm"], width=w, **nat)
         for budget in scale["budgets"]:
-            for name, lr in (("ticket", base.search_lr), ("winning", base.winning_lr)):
+            for name, lr in (("ticket", base.bench.search_lr), ("winning", base.bench.winning_lr)):
                 add(f"nat_{name}_budget{budget}", "ticket", s, final=["fgsm"], search_lr=lr, ticket_epochs=budget,
                     **nat)
-    # Identical trainings under two names (the centre point of every sweep) are run once.
-    for j in jobs:
-        j["key"] = config_hash("claim", {"arm": j["arm"], "bench": _arm_identity(j), "width": j["width"]})
+    # Identical trainings under two names (the centre point of every sweep) share one arm stage: its name
+    # is the hash of what the arm depends on (a dense arm ignores every search and pruning setting).
     return jobs
 
 
-def _arm_identity(job: dict) -> dict:
-    """What an arm's result depends on: a dense arm ignores the search and pruning settings."""
-    b = dict(job["bench"])
-    if job["arm"] == "dense":
-        for k in ("search_epochs", "search_lr", "search_attack", "ratio", "ticket_epochs", "strategy"):
-            b.pop(k)
-    else:
-        b.pop("dense_epochs")
-    return b
+def _stage(job: dict) -> ArmStage:
+    return ArmStage(job["arm"], BenchSetup.from_sections(job["setup"]))
 
 
 def _cost(job: dict) -> float:
     """Rough relative cost, to start the longest jobs first."""
-    b = job["bench"]
-    epochs = b["dense_epochs"] if job["arm"] == "dense" else b["ticket_epochs"]
-    per_epoch = (b["attack_steps"] + 1) if b["train_attack"] != "none" else 1
-    return epochs * per_epoch * job["width"] ** 2
+    stage = _stage(job)
+    s, recipe = stage.setup, stage.recipe
+    per_epoch = (s.attack.attack_steps + 1) if recipe.attack(s).attack != "none" else 1
+    return recipe.epochs(s) * per_epoch * s.model.width ** 2
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -123,42 +127,43 @@ def _context(data_cfg: dict, threads: int):
         torch.set_num_threads(threads)
     from robustlth.data import load_dataset
     from robustlth.device import resolve_device
-    d = DataConfig.from_dict(data_cfg)
-    return d, load_dataset(d), resolve_device("cpu")
+    from robustlth.training import RunContext
+    return load_dataset(DataConfig.from_dict(data_cfg)), RunContext(resolve_device("cpu"))
 
 
 def run_search(job: dict, data_cfg: dict, cache: str, threads: int) -> str:
     """Stage 1: the ticket (its search and pruning) a job needs."""
-    from robustlth.bench.harness import search_ticket
-    d, data, device = _context(data_cfg, threads)
-    b = BenchConfig.from_dict(job["bench"])
-    search_ticket(b, d, ModelConfig(model="cnn6", width=job["width"]), b.search_lr, data, device,
-                  Path(cache) / "search", None)
+    from robustlth.pruning import find_ticket
+    data, ctx = _context(data_cfg, threads)
+    stage = _stage(job)
+    find_ticket(stage.recipe.search(stage.setup), ctx.device, cache, data=data, ctx=ctx)
     return job["key"]
 
 
 def run_job(job: dict, data_cfg: dict, cache: str, threads: int) -> str:
     """Stage 1 (dense) or 2 (ticket arms): train and evaluate one arm; a finished arm loads from disk."""
-    from robustlth.bench.harness import run_arm
-    d, data, device = _context(data_cfg, threads)
+    from robustlth.stages import run_stage
+    data, ctx = _context(data_cfg, threads)
     t0 = time.perf_counter()
-    run_arm(job["arm"], BenchConfig.from_dict(job["bench"]), d, ModelConfig(model="cnn6", width=job["width"]), data,
-            device, Path(cache) / "arms" / job["key"], Path(cache) / "search")
+    stage = _stage(job)
+    stage.data = data
+    run_stage(stage, cache, ctx)
     return f"{job['name']} seed {job['seed']}: {time.perf_counter() - t0:.0f} s"
 
 
 def execute(jobs: list[dict], data_cfg: dict, cache: Path, workers: int, threads: int) -> None:
+    from robustlth.pruning import search_training_hash
+    from robustlth.stages import DONE
     unique = {j["key"]: j for j in jobs}
-    todo = [j for j in unique.values() if not (cache / "arms" / j["key"] / j["arm"] / "arm.json").exists()]
-    # One search training may serve several ratios: group by everything but the ratio, one job per group,
+    todo = [j for j in unique.values() if not (cache / j["key"] / DONE).exists()]
+    # One search training may serve several ratios: one job per search training (its own stage identity),
     # so no two processes ever train the same search.
     groups: dict[str, list[dict]] = {}
     for j in todo:
         if j["arm"] != "dense":
-            b = {k: v for k, v in j["bench"].items() if k not in ("ratio", "ticket_epochs", "final_attacks",
-                                                                  "autoattack_n", "dense_epochs")}
-            groups.setdefault(json.dumps([b, j["width"]], sort_keys=True), []).append(j)
-    searches = [sorted(g, key=lambda j: j["bench"]["ratio"]) for g in groups.values()]
+            stage = _stage(j)
+            groups.setdefault(search_training_hash(stage.recipe.search(stage.setup)), []).append(j)
+    searches = list(groups.values())
     dense = sorted((j for j in todo if j["arm"] == "dense"), key=_cost, reverse=True)
     tickets = sorted((j for j in todo if j["arm"] != "dense"), key=_cost, reverse=True)
     print(f"{len(unique)} trainings, {len(todo)} to run ({len(searches)} search groups)", file=sys.stderr, flush=True)
@@ -183,8 +188,9 @@ def execute(jobs: list[dict], data_cfg: dict, cache: Path, workers: int, threads
 def _search_group(group: list[dict], data_cfg: dict, cache: str, threads: int) -> str:
     seen = set()
     for j in group:
-        if j["bench"]["ratio"] not in seen:
-            seen.add(j["bench"]["ratio"])
+        ratio = j["setup"]["prune"]["ratio"]
+        if ratio not in seen:
+            seen.add(ratio)
             run_search(j, data_cfg, cache, threads)
     return ""
 
@@ -194,10 +200,10 @@ def _search_group(group: list[dict], data_cfg: dict, cache: str, threads: int) -
 
 def load(jobs: list[dict], cache: Path) -> dict:
     """{name: {seed: arm result}} from disk."""
+    from robustlth.stages import DONE
     out: dict[str, dict[int, dict]] = {}
     for j in jobs:
-        f = cache / "arms" / j["key"] / j["arm"] / "arm.json"
-        out.setdefault(j["name"], {})[j["seed"]] = json.loads(f.read_text())
+        out.setdefault(j["name"], {})[j["seed"]] = json.loads((cache / j["key"] / DONE).read_text())
     return out
 
 
@@ -484,7 +490,7 @@ def main(argv=None) -> int:
     if not DataConfig.from_dict(data_cfg).file() or not DataConfig.from_dict(data_cfg).file().is_file():
         p.error(f"--data {args.data}: no such data file")
     t0 = time.perf_counter()
-    jobs = plan(scale, seeds, args.aa_seeds)
+    jobs = plan(scale, seeds, args.aa_seeds, data_cfg)
     # The data file's content is part of the key: a replaced file never reuses old trainings.
     cache = args.cache / f"{args.scale}_{config_hash('claims', {'data': DataConfig.from_dict(data_cfg)})}"
     execute(jobs, data_cfg, cache, args.workers, args.threads)

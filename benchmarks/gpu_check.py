@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from throughput import images_per_second, robustlth_step  # noqa: E402
 
+from robustlth.datasets import CIFAR10  # noqa: E402
 from robustlth.device import resolve_device, tune_for_static_shapes  # noqa: E402
 from robustlth.models import build_model  # noqa: E402
 from robustlth.runs import atomic_write_json, atomic_write_text, environment  # noqa: E402
@@ -84,7 +85,7 @@ def peer(kind: str, model_name: str, batch: int, device: torch.device):
     torch.manual_seed(0)
     channels_last = kind == "plain"
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    model = build_model(model_name).to(device, memory_format=fmt).train()
+    model = build_model(model_name, 1.0, CIFAR10).to(device, memory_format=fmt).train()  # random 10-class images
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     x = torch.rand(batch, 3, 32, 32, device=device).contiguous(memory_format=fmt)
     y = torch.randint(0, 10, (batch,), device=device)
@@ -172,11 +173,10 @@ def run_gpu_tests(out: Path, say) -> dict:
 
 def run_short_bench(data: str, device: torch.device, out: Path, quick: bool, say) -> dict:
     from robustlth.bench import run_bench
-    from robustlth.bench.config import PRESETS, BenchConfig
-    from robustlth.config import DataConfig, ModelConfig
+    from robustlth.bench.config import PRESETS, BenchSetup, merge_sections
     preset = PRESETS["gpu"]
-    bench = {**preset["bench"], "dense_epochs": 2, "ticket_epochs": 1, "search_epochs": 1, "final_n": 500,
-             "final_attacks": ["pgd20", "pgd100", "cw", "autoattack"]}
+    bench = {**preset["bench"], **preset["train"], **preset["final"], "dense_epochs": 2, "ticket_epochs": 1,
+             "search_epochs": 1, "final_n": 500, "final_attacks": ["pgd20", "pgd100", "cw", "autoattack"]}
     data_cfg = {**preset["data"], "data": data}
     model_cfg = dict(preset["model"])
     if quick:
@@ -188,8 +188,8 @@ def run_short_bench(data: str, device: torch.device, out: Path, quick: bool, say
         say("note: pyautoattack is not installed: the short benchmark skips AutoAttack")
         bench["final_attacks"] = [a for a in bench["final_attacks"] if a != "autoattack"]
     t0 = time.perf_counter()
-    results, run = run_bench(BenchConfig.from_dict(bench), DataConfig.from_dict(data_cfg),
-                             ModelConfig.from_dict(model_cfg), device, root=out / "runs", preset="gpu", log=say,
+    setup = BenchSetup.from_sections(merge_sections({"bench": bench, "data": data_cfg, "model": model_cfg}))
+    results, run = run_bench(setup, device, root=out / "runs", preset="gpu", log=say,
                              allow_small_data=quick)  # the dry run's 128 images are meant
     summary = {"seconds": round(time.perf_counter() - t0, 1), "run": str(run.path), "headline": results["headline"],
                "arms": {a: {"total_time": r["total_time"], "settings": r.get("settings"),

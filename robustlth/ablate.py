@@ -9,21 +9,24 @@ interrupted grid resumes with its unfinished cells and a failed cell is recorded
 from __future__ import annotations
 
 import itertools
-import json
+import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Tuple
+from typing import Any, Callable, ClassVar, Optional, Tuple
 
 import pandas as pd
 
-from .bench.config import BenchConfig
-from .bench.harness import run_arm, search_ticket
-from .config import ATTACK_MODES, Config, ConfigError, DataConfig, ModelConfig, _check, _choice, config_hash
-from .pruning import default_search_lr, convergence
+from .bench.arms import ArmResult, ArmStage, TicketArm
+from .bench.config import BenchSetup
+from .attacks import TRAINING_ATTACKS
+from .config import Config, ConfigError, _check, _choice, config_hash
+from .pruning import convergence, default_search_lr, find_ticket, search_training_hash
 from .runs import RunDir, atomic_write_json, atomic_write_text
 from .safety import read_json
 from .shared_data import EXACT_SUBSET_SOURCE
+from .stages import DONE, Result, Stage, run_stage
+from .training import RunContext
 
 AXES = ("search_lr", "ratio", "width", "search_attack", "search_epochs", "budget")
 
@@ -48,48 +51,85 @@ class AblateConfig(Config):
         _check(all(v >= 1 for v in self.search_epochs + self.budget), "search_epochs/budget",
                self.search_epochs + self.budget, "integers >= 1")
         for mode in self.search_attack:
-            _choice("search_attack", mode, ATTACK_MODES)
+            TRAINING_ATTACKS.check(mode, "search_attack")
 
 
-def expand(axes: AblateConfig, bench: BenchConfig, model: ModelConfig,
-           seeds: Optional[list[int]] = None) -> list[dict]:
-    """The grid's cells: each a dict of axis values plus the resolved bench and model configs; with replicate
-    `seeds`, every cell once per seed (its axes then carry the seed)."""
+def expand(axes: AblateConfig, setup: BenchSetup, seeds: Optional[list[int]] = None) -> list[dict]:
+    """The grid's cells: each its axis values and its resolved bench setup (sections); with replicate `seeds`,
+    every cell once per seed (its axes then carry the seed). A cell's id is its stage hash."""
     values = {a: list(getattr(axes, a)) for a in AXES}
-    defaults = {"search_lr": bench.search_lr if bench.search_lr is not None else default_search_lr(model.model),
-                "ratio": bench.ratio, "width": model.width, "search_attack": bench.search_attack,
-                "search_epochs": bench.search_epochs, "budget": bench.ticket_epochs}
+    b = setup.bench
+    defaults = {"search_lr": b.search_lr if b.search_lr is not None else default_search_lr(setup.model.model),
+                "ratio": setup.prune.ratio, "width": setup.model.width, "search_attack": b.search_attack,
+                "search_epochs": b.search_epochs, "budget": b.ticket_epochs}
     grid = {a: values[a] or [defaults[a]] for a in AXES}
+    points = [dict(zip(AXES, combo)) for combo in itertools.product(*(grid[a] for a in AXES))]
+    if seeds is not None:
+        points = [{**p, "seed": seed} for seed in seeds for p in points]
     cells = []
-    for combo in itertools.product(*(grid[a] for a in AXES)):
-        point = dict(zip(AXES, combo))
-        b = bench.replace(search_lr=point["search_lr"], ratio=point["ratio"], search_attack=point["search_attack"],
-                          search_epochs=point["search_epochs"], ticket_epochs=point["budget"])
-        m = model.replace(width=point["width"])
-        cell_id = config_hash("cell", {"bench": b, "model": m})
-        cells.append({"id": cell_id, "axes": point, "bench": b.to_dict(), "model": m.to_dict()})
-    if seeds is None:
-        return cells
-    out = []
-    for seed in seeds:
-        for c in cells:
-            b = BenchConfig.from_dict(c["bench"]).replace(seed=seed)
-            cell_id = config_hash("cell", {"bench": b, "model": ModelConfig.from_dict(c["model"])})
-            out.append({**c, "id": cell_id, "axes": {**c["axes"], "seed": seed}, "bench": b.to_dict()})
-    return out
+    for point in points:
+        s = setup.replace(bench=b.replace(search_lr=point["search_lr"], search_attack=point["search_attack"],
+                                          search_epochs=point["search_epochs"], ticket_epochs=point["budget"]),
+                          prune=setup.prune.replace(ratio=point["ratio"]),
+                          model=setup.model.replace(width=point["width"]))
+        if "seed" in point:
+            s = s.with_seed(point["seed"])
+        cells.append({"id": CellStage(s, _arms(axes)).hash(), "axes": point, "setup": s.to_dict()})
+    return cells
 
 
-def _arms(axes: AblateConfig) -> list[str]:
-    return ["ticket"] + (["reinit"] if axes.controls else []) + (["rst"] if axes.rst else [])
+def _arms(axes: AblateConfig) -> tuple[str, ...]:
+    return ("ticket",) + (("reinit",) if axes.controls else ()) + (("rst",) if axes.rst else ())
+
+
+def _setup(cell: dict) -> BenchSetup:
+    return BenchSetup.from_sections(cell["setup"])
 
 
 def _search_key(cell: dict) -> str:
-    """Cells with the same key share one search training (pruning ratio and retraining budget do not matter)."""
-    bench = {k: v for k, v in cell["bench"].items() if k not in ("ratio", "ticket_epochs")}
-    return json.dumps([bench, cell["model"]], sort_keys=True)
+    """Cells with the same key share one search training: the search's own training identity (pruning ratio
+    and retraining budget do not enter it)."""
+    return search_training_hash(TicketArm().search(_setup(cell)))
 
 
-def run_searches(cells: list[dict], data_cfg: dict, root: str, device_name: str = "auto",
+@dataclass
+class CellResult(Result):
+    id: str
+    axes: dict
+    status: str
+    arms: dict[str, ArmResult]
+    cell_s: float
+    run: dict
+
+
+@dataclass
+class CellStage(Stage):
+    """One cell: its arms, each an arm stage in the grid's folder (so cells share searches and arms)."""
+    kind: ClassVar[str] = "cell"
+    result: ClassVar[type] = CellResult
+    setup: BenchSetup
+    arms: tuple[str, ...]
+    axes: dict = field(default_factory=dict, compare=False)
+    data: Any = field(default=None, compare=False)
+    context: dict = field(default_factory=dict, compare=False)
+
+    def sections(self) -> dict[str, Any]:
+        return {**self.setup.sections(), "arms": list(self.arms)}
+
+    @property
+    def seed(self) -> int:
+        return self.setup.seed
+
+    def run(self, ctx) -> CellResult:
+        t0 = time.perf_counter()
+        root = ctx.run_dir.path.parent
+        arms = {arm: run_stage(ArmStage(arm, self.setup, self.data), root, ctx) for arm in self.arms}
+        return CellResult(id=self.hash(), axes=self.axes, status="ok", arms=arms,
+                          cell_s=round(time.perf_counter() - t0, 2),
+                          run={**self.context, "torch_threads": _threads()})
+
+
+def run_searches(cells: list[dict], root: str, device_name: str = "auto",
                  context: Optional[dict] = None) -> list[float]:
     """Stage 1: the search training these cells share, then one ticket per pruning ratio they need.
 
@@ -97,43 +137,33 @@ def run_searches(cells: list[dict], data_cfg: dict, root: str, device_name: str 
     """
     from .data import load_dataset
     from .device import resolve_device
-    d = DataConfig.from_dict(data_cfg)
-    data, device = load_dataset(d), resolve_device(device_name)
-    by_ratio = {c["bench"]["ratio"]: c for c in cells}
-    times = []
-    for cell in by_ratio.values():
-        b, m = BenchConfig.from_dict(cell["bench"]), ModelConfig.from_dict(cell["model"])
-        times.append(search_ticket(b, d, m, b.search_lr, data, device, Path(root) / "search", None).meta["search_time"])
-    return times
+    setups = [_setup(c) for c in cells]
+    data, device = load_dataset(setups[0].data), resolve_device(device_name)
+    by_ratio = {s.prune.ratio: s for s in setups}
+    ctx = RunContext(device)
+    return [find_ticket(TicketArm().search(s), device, root, data=data, ctx=ctx)[0].meta.search_time
+            for s in by_ratio.values()]
 
 
-def run_cell(cell: dict, data_cfg: dict, root: str, arms: list[str], device_name: str = "auto",
+def run_cell(cell: dict, root: str, arms: tuple[str, ...], device_name: str = "auto",
              context: Optional[dict] = None) -> dict:
-    """Stage 2: train the cell's arms. Writes cells/<id>/result.json, or error.json if anything fails; both record
+    """Stage 2: the cell's stage (its result.json), or error.json in its folder if anything fails; both record
     the cell's wall-clock and the concurrency it ran under (`context`, from the launcher)."""
-    import time
     t0 = time.perf_counter()
     from .data import load_dataset
     from .device import resolve_device
-    cell_dir = RunDir(Path(root) / "cells" / cell["id"])
+    stage = CellStage(_setup(cell), arms, cell["axes"], context={**(context or {})})
+    error = stage.path(root) / "error.json"
     try:
-        b, m = BenchConfig.from_dict(cell["bench"]), ModelConfig.from_dict(cell["model"])
-        d = DataConfig.from_dict(data_cfg)
-        device, data = resolve_device(device_name), load_dataset(d)
-        with cell_dir.lock():
-            # The cell's own directory holds its arms; its search lives in the grid's shared search folder.
-            arms = {arm: run_arm(arm, b, d, m, data, device, cell_dir.path, Path(root) / "search")
-                    for arm in arms}
-            result = {"id": cell["id"], "axes": cell["axes"], "status": "ok", "arms": arms,
-                      "cell_s": round(time.perf_counter() - t0, 2), "run": {**(context or {}),
-                                                                          "torch_threads": _threads()}}
-            atomic_write_json(cell_dir.file("result.json"), result)
-            cell_dir.file("error.json").unlink(missing_ok=True)
+        device = resolve_device(device_name)
+        stage.data = load_dataset(stage.setup.data)
+        result = run_stage(stage, root, RunContext(device)).to_dict()
+        error.unlink(missing_ok=True)
     except Exception as e:  # recorded, not raised: one failed cell must not stop the grid
         result = {"id": cell["id"], "axes": cell["axes"], "status": "failed",
                   "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(),
                   "cell_s": round(time.perf_counter() - t0, 2), "run": {**(context or {}), "torch_threads": _threads()}}
-        atomic_write_json(cell_dir.file("error.json"), result)
+        atomic_write_json(error, result)
     return result
 
 
@@ -262,30 +292,28 @@ class Launcher:
         return [results[i] for i in range(total)]
 
 
-def run_grid(axes: AblateConfig, bench: BenchConfig, data_cfg: DataConfig, model_cfg: ModelConfig,
-             root: str | Path, launcher: Launcher, device_name: str = "auto", preset: Optional[str] = None,
-             log: Optional[Callable[[str], None]] = None, seeds: Optional[list[int]] = None
-             ) -> tuple[pd.DataFrame, Path]:
-    config = {"preset": preset, "axes": axes.to_dict(), "bench": bench.to_dict(), "data": data_cfg.to_dict(),
-              "model": model_cfg.to_dict()}
-    sections = {"axes": axes, "bench": bench, "data": data_cfg, "model": model_cfg}
+def run_grid(axes: AblateConfig, setup: BenchSetup, root: str | Path, launcher: Launcher, device_name: str = "auto",
+             preset: Optional[str] = None, log: Optional[Callable[[str], None]] = None,
+             seeds: Optional[list[int]] = None) -> tuple[pd.DataFrame, Path]:
+    config = {"preset": preset, "axes": axes.to_dict(), **setup.to_dict()}
+    sections = {"axes": axes, **setup.sections()}
     if seeds is not None:  # replicates: a grid of its own; a single run keeps its old directory
         config["seeds"] = sections["seeds"] = list(seeds)
     grid_hash = config_hash("ablate", sections)
-    cells = expand(axes, bench, model_cfg, seeds)  # every cell's config is validated before anything is written
+    cells = expand(axes, setup, seeds)  # every cell's config is validated before anything is written
     from .data import load_dataset
-    load_dataset(data_cfg)  # so is the data
-    run = RunDir.create(root, "ablate", grid_hash, config, None, bench.seed)
+    load_dataset(setup.data)  # so is the data
+    run = RunDir.create(root, "ablate", grid_hash, config, None, setup.seed)
     from .progress import tee_log
     log = tee_log(log, run.file("run.log"))
     with run.lock():
-        return _run_grid(run, cells, axes, data_cfg, launcher, device_name, log), run.path
+        return _run_grid(run, cells, axes, launcher, device_name, log), run.path
 
 
-def _run_grid(run: RunDir, cells: list[dict], axes: AblateConfig, data_cfg: DataConfig, launcher: Launcher,
-              device_name: str, log) -> pd.DataFrame:
+def _run_grid(run: RunDir, cells: list[dict], axes: AblateConfig, launcher: Launcher, device_name: str,
+              log) -> pd.DataFrame:
     atomic_write_json(run.file("cells.json"), cells)
-    todo = [c for c in cells if not (run.path / "cells" / c["id"] / "result.json").exists()]
+    todo = [c for c in cells if not (_cell_dir(run.path, c) / DONE).exists()]
     if log:
         log(f"ablation directory: {run.path}: {len(cells)} cells, {len(todo)} to run")
     # Stage 1: one job per search training configuration (a failed search fails its cells in stage 2).
@@ -295,25 +323,28 @@ def _run_grid(run: RunDir, cells: list[dict], axes: AblateConfig, data_cfg: Data
     if launcher.kind == "submitit":
         launcher.folder = run.path / "submitit"
     try:
-        launcher.map(run_searches, [(g, data_cfg.to_dict(), str(run.path), device_name) for g in groups.values()],
-                     "search", log)
+        launcher.map(run_searches, [(g, str(run.path), device_name) for g in groups.values()], "search", log)
     except Exception as e:  # the cells that need it will record the error
         if log:
             log(f"a search failed ({type(e).__name__}: {e}); its cells will be recorded as failed")
     # Stage 2: the cells.
-    launcher.map(run_cell, [(c, data_cfg.to_dict(), str(run.path), _arms(axes), device_name) for c in todo],
+    launcher.map(run_cell, [(c, str(run.path), _arms(axes), device_name) for c in todo],
                  "cell", log, describe=lambda call: ", ".join(f"{k}={v}" for k, v in call[0]["axes"].items()))
     df = collect(run.path)
     write_outputs(df, run.path, axes)
     return df
 
 
+def _cell_dir(grid_dir: Path, cell: dict) -> Path:
+    return Path(grid_dir) / f"{CellStage.kind}_{cell['id']}"
+
+
 def collect(grid_dir: Path) -> pd.DataFrame:
     """Rows of every cell from disk: results, or recorded errors."""
     out = []
     for c in read_json(Path(grid_dir) / "cells.json"):
-        d = Path(grid_dir) / "cells" / c["id"]
-        for name in ("result.json", "error.json"):
+        d = _cell_dir(grid_dir, c)
+        for name in (DONE, "error.json"):
             if (d / name).exists():
                 out += rows(read_json(d / name))
                 break
@@ -322,9 +353,9 @@ def collect(grid_dir: Path) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def _metric(bench: dict, kind: str) -> str:
+def _metric(cfg: dict, kind: str) -> str:
     """PGD accuracy when retraining adversarially, clean accuracy for natural retraining."""
-    return f"{kind}_pgd" if bench["train_attack"] != "none" else f"{kind}_clean"
+    return f"{kind}_pgd" if cfg["attack"]["attack"] != "none" else f"{kind}_clean"
 
 
 def rerender(grid_dir: Path) -> None:
@@ -340,11 +371,12 @@ def write_outputs(df: pd.DataFrame, grid_dir: Path, axes: AblateConfig, write_cs
     grid_dir = Path(grid_dir)
     if write_csv:
         atomic_write_text(grid_dir / "ablation.csv", df.to_csv(index=False))
-    cfg = json.loads(json.dumps(__import__("yaml").safe_load((grid_dir / "config.yaml").read_text())))
+    from .bench.config import moved_to_sections
+    cfg = moved_to_sections(__import__("yaml").safe_load((grid_dir / "config.yaml").read_text()))
     ok = df[df["status"] == "ok"] if "status" in df else df
     varying = [a for a in AXES if len(getattr(axes, a)) > 1]
     lines = ["# Ablation", "", f"Model {cfg['model']['model']}, data `{cfg['data']['data']}`, retraining "
-             f"{cfg['bench']['train_attack']}; varying: {', '.join(varying) or 'nothing'}. "
+             f"{cfg['attack']['attack']}; varying: {', '.join(varying) or 'nothing'}. "
              f"Accuracies on the per-epoch evaluation split (PGD-20 where named pgd).", ""]
     failed = df[df["status"] != "ok"] if "status" in df else df.iloc[0:0]
     for _, r in failed.iterrows():
@@ -358,7 +390,7 @@ def write_outputs(df: pd.DataFrame, grid_dir: Path, axes: AblateConfig, write_cs
                 table = ok.pivot_table(index=index, columns="arm", values=metric, aggfunc="mean").reset_index()
                 table.columns = [str(c) for c in table.columns]
                 lines += [f"## {metric}", "", markdown_table(table), ""]
-        for f in _plots(ok, grid_dir, axes, cfg["bench"]):
+        for f in _plots(ok, grid_dir, axes, cfg):
             lines.append(f"![{f}]({f})")
         if "seed" in ok and ok["seed"].nunique() > 1:  # replicates: the spread over seeds
             from .replicates import grid_summary
@@ -376,14 +408,14 @@ def _metric_label(metric: str) -> str:
     return f"{'PGD-20' if kind == 'pgd' else 'clean'} accuracy, {when}"
 
 
-def _plots(ok: pd.DataFrame, out: Path, axes: AblateConfig, bench: dict) -> list[str]:
+def _plots(ok: pd.DataFrame, out: Path, axes: AblateConfig, cfg: dict) -> list[str]:
     """The paper-style figures: one panel per metric, x = the swept axis (log for LRs), one colour and marker per
     value of the grouping axis, ticket solid and re-init dashed; points averaged over the grid's other axes (and
     seeds) with a ± s.e. band where several rows share a point."""
     from .plotting import eval_note, plot_series, pyplot, save_figure, style
     plt = pyplot()
     files = []
-    note = eval_note("per-epoch evaluation", int(bench.get("eval_n", 0)))
+    note = eval_note("per-epoch evaluation", int(cfg["train"].get("eval_n", 0)))
 
     def line_plot(x: str, metrics: list[str], group: str, name: str):
         metrics = [m for m in metrics if m in ok and ok[m].notna().any()]
@@ -417,7 +449,7 @@ def _plots(ok: pd.DataFrame, out: Path, axes: AblateConfig, bench: dict) -> list
                      f"mean over the grid's other axes\n{note}", fontsize=9)
         files.append(save_figure(fig, out / name, panels, legend="outside", integer_x=x in ("budget", "search_epochs")))
 
-    e1, e5, fin = _metric(bench, "epoch1"), _metric(bench, "epoch5"), _metric(bench, "final")
+    e1, e5, fin = _metric(cfg, "epoch1"), _metric(cfg, "epoch5"), _metric(cfg, "final")
     if len(axes.budget) > 1:
         line_plot("budget", [fin], "search_lr", "accuracy_vs_budget.png")
     if len(axes.ratio) > 1:
@@ -452,12 +484,15 @@ def _plots(ok: pd.DataFrame, out: Path, axes: AblateConfig, bench: dict) -> list
 PRESETS = {
     "smoke": {"data": {"data": "synthetic", "n_train": 300, "n_test": 60, "val_size": 60},
               "model": {"model": "cnn6", "width": 0.25},
-              "bench": {"search_epochs": 1, "ticket_epochs": 1, "batch_size": 50, "eval_n": 40, "attack_steps": 2,
-                        "final_attacks": []},
+              "bench": {"search_epochs": 1, "ticket_epochs": 1},
+              "train": {"batch_size": 50, "eval_n": 40},
+              "attack": {"attack_steps": 2},
+              "final": {"final_attacks": []},
               "axes": {"search_lr": [0.01, 0.1], "ratio": [0.5, 0.8], "width": [0.25, 0.5]}},
     "cpu": {"data": {"data": EXACT_SUBSET_SOURCE, "val_size": 500},
             "model": {"model": "cnn6", "width": 1.0},
-            "bench": {"search_epochs": 8, "ticket_epochs": 3, "eval_n": 256, "final_attacks": [],
-                      "precision": "bf16", "channels_last": True},
+            "bench": {"search_epochs": 8, "ticket_epochs": 3},
+            "train": {"eval_n": 256, "precision": "bf16", "channels_last": True},
+            "final": {"final_attacks": []},
             "axes": {"search_lr": [0.001, 0.01, 0.1], "ratio": [0.5, 0.7, 0.8, 0.9]}},
 }

@@ -27,7 +27,7 @@ from .config import AttackConfig, ConfigError, DataConfig, ModelConfig, PruneCon
 from .data import Dataset, as_float, load_dataset
 from .device import resolve_device
 from .pruning import SearchSpec, Ticket, search_defaults
-from .training import TrainResult
+from .pipeline import TrainRunResult
 
 ModelSpec = Union[str, Callable[..., nn.Module]]
 DataSpec = Union[str, DataConfig]
@@ -80,7 +80,7 @@ def find_ticket(model: ModelSpec, data: DataSpec, *, width: float = 1.0, ratio: 
 @dataclass
 class Trained:
     model: nn.Module  # in eval mode, on the training device
-    result: TrainResult
+    result: TrainRunResult  # final, train_time, history, ... (the run's result.json)
     run_dir: Path  # holds checkpoint.pt (opens with `robustlth eval --checkpoint`), metrics.jsonl, run.log
 
 

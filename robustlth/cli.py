@@ -21,8 +21,8 @@ DATA_PARALLEL = ("train", "find-ticket", "bench")  # the commands that run under
 # The YAML sections each command reads; any other section in --config is an error.
 SECTIONS = {"train": ("data", "model", "train", "attack"),
             "find-ticket": ("data", "model", "search", "search_attack", "prune", "rst"),
-            "bench": ("data", "model", "bench"),
-            "ablate": ("data", "model", "bench", "axes"),
+            "bench": ("data", "model", "bench", "train", "attack", "prune", "structured", "final"),
+            "ablate": ("data", "model", "bench", "train", "attack", "prune", "structured", "final", "axes"),
             "locality": ("data", "model", "train", "locality"),
             "lth": ("data", "train", "lth"),
             "sparsity-sweep": ("data", "model", "train", "sweep")}
@@ -113,11 +113,12 @@ def _model_config(args, base: Optional[dict]) -> ModelConfig:
 
 # ------------------------------------------------------------------------------------------------------
 def cmd_models(args) -> int:
+    from .datasets import CIFAR10
     from .models import build_model, count_parameters, model_names
     names = args.names or model_names()
-    print(f"{'model':<16}{'parameters':>14}  (width {args.width:g})")
+    print(f"{'model':<16}{'parameters':>14}  (width {args.width:g}, 10 classes)")
     for name in names:
-        n = count_parameters(build_model(name, args.width))
+        n = count_parameters(build_model(name, args.width, CIFAR10))  # no data here: CIFAR-10's 10 classes
         print(f"{name:<16}{n:>14,}  {n / 1e6:7.2f} M")
     return 0
 
@@ -243,7 +244,7 @@ def cmd_find_ticket(args, ctx) -> int:
     check_device_settings(ctx.device, spec.search.precision, spec.search.cuda_graphs, spec.search.compile)
     ticket, run = find_ticket(spec, ctx.device, args.out, progress=args.progress, log=_say, ctx=ctx)
     _report(ctx, {"ticket": str(run.file("ticket.pt")), "sparsity": ticket.sparsity()["sparsity"],
-                  "search_time": ticket.meta["search_time"]})
+                  "search_time": ticket.meta.search_time})
     return 0
 
 
@@ -253,7 +254,7 @@ def cmd_control(args) -> int:
     ticket = load_ticket(args.ticket)
     control = make_control(ticket, args.kind, seed=args.seed, k=args.k)
     save_ticket(args.output, control)
-    print(json.dumps({"ticket": str(args.output), "control": control.meta["control"],
+    print(json.dumps({"ticket": str(args.output), "control": control.meta.control,
                       "sparsity": control.sparsity()["sparsity"]}))
     return 0
 
@@ -261,25 +262,21 @@ def cmd_control(args) -> int:
 # ------------------------------------------------------------------------------------------------------
 @_distributed
 def cmd_bench(args, ctx) -> int:
-    from .bench import PRESETS, BenchConfig, run_bench
-    preset, sec = PRESETS[args.preset], _sections(args)
-    merged = {k: {**preset.get(k, {}), **sec.get(k, {})} for k in ("data", "model", "bench")}
-    bench = config_from_args(BenchConfig, args, merged["bench"])
-    data_cfg = config_from_args(DataConfig, args, merged["data"])
-    model_cfg = _model_config(args, merged["model"])
-    check_preset_data("bench", args.preset, preset.get("data", {}).get("data"), data_cfg)
-    check_device_settings(ctx.device, bench.precision, bench.cuda_graphs)
-    seeds = resolve_seeds(args, bench.seed)
+    from .bench import PRESETS, run_bench
+    setup, preset = _bench_setup(args, PRESETS)
+    check_preset_data("bench", args.preset, preset.get("data", {}).get("data"), setup.data)
+    check_device_settings(ctx.device, setup.train.precision, setup.train.cuda_graphs)
+    seeds = resolve_seeds(args, setup.seed)
     if seeds is not None:  # replicates: one cached bench run per seed, then their spread
         from .bench.aggregate import run_bench_seeds
-        agg, agg_dir = run_bench_seeds(bench, data_cfg, model_cfg, ctx.device, args.out, seeds, preset=args.preset,
+        agg, agg_dir = run_bench_seeds(setup, ctx.device, args.out, seeds, preset=args.preset,
                                        progress=args.progress, log=_say, ctx=ctx)
         if ctx.is_primary:
             _say(f"report: {agg_dir / 'report.md'}")
         _report(ctx, {"aggregate_dir": str(agg_dir), "seeds": seeds, "runs": agg["runs"]})
         return 0
-    results, run = run_bench(bench, data_cfg, model_cfg, ctx.device, args.out, preset=args.preset,
-                             progress=args.progress, log=_say, allow_small_data=args.allow_small_data, ctx=ctx)
+    results, run = run_bench(setup, ctx.device, args.out, preset=args.preset, progress=args.progress, log=_say,
+                             allow_small_data=args.allow_small_data, ctx=ctx)
     if not ctx.is_primary:
         return 0
     h = results["headline"]
@@ -290,6 +287,27 @@ def cmd_bench(args, ctx) -> int:
                       "total_time_ratio": round(h["total_time_ratio"], 4),
                       "final_worst_case_diff": h.get("final_worst_case_diff"), "target_pgd20": h["target_pgd20"]}))
     return 0
+
+
+def _bench_setup(args, presets: dict):
+    """(BenchSetup, the preset's sections): the preset, then --config's sections, then the flags."""
+    from .bench.config import FLAG_PREFIX, SECTIONS, BenchSetup, merge_sections
+    preset = presets[args.preset]
+    merged = merge_sections(preset, _sections(args))
+    values = {name: (_model_config(args, merged.get(name)) if name == "model" else
+                     config_from_args(cls, args, merged.get(name), prefix=FLAG_PREFIX.get(name, "")))
+              for name, cls in SECTIONS.items()}
+    return BenchSetup(**values), preset
+
+
+def _add_bench_args(p) -> None:
+    from .bench.arms import ARMS
+    from .bench.config import FLAG_PREFIX, NOT_FLAGS, SECTIONS
+    for name, cls in SECTIONS.items():
+        add_config_args(p, cls, prefix=FLAG_PREFIX.get(name, ""), title=f"{name} section",
+                        exclude=NOT_FLAGS.get(name, ()))
+    arms = next(a for a in p._actions if a.dest == "arms")
+    arms.help = f"arms to run: {ARMS.help()} (dense and ticket are required; default: dense,ticket,reinit)"
 
 
 def cmd_report(args) -> int:
@@ -321,20 +339,15 @@ def cmd_report(args) -> int:
 
 def cmd_ablate(args) -> int:
     from .ablate import PRESETS, AblateConfig, Launcher, run_grid
-    from .bench import BenchConfig
-    preset, sec = PRESETS[args.preset], _sections(args)
-    merged = {k: {**preset.get(k, {}), **sec.get(k, {})} for k in ("data", "model", "bench", "axes")}
-    axes = config_from_args(AblateConfig, args, merged["axes"], prefix="grid-")
-    bench = config_from_args(BenchConfig, args, merged["bench"])
-    data_cfg = config_from_args(DataConfig, args, merged["data"])
-    model_cfg = _model_config(args, merged["model"])
-    check_preset_data("ablate", args.preset, preset.get("data", {}).get("data"), data_cfg)
-    check_device_settings(_setup(args), bench.precision, bench.cuda_graphs)  # even when jobs run elsewhere
-    seeds = resolve_seeds(args, bench.seed)
+    from .bench.config import merge_sections
+    setup, preset = _bench_setup(args, PRESETS)
+    axes = config_from_args(AblateConfig, args, merge_sections(preset, _sections(args))["axes"], prefix="grid-")
+    check_preset_data("ablate", args.preset, preset.get("data", {}).get("data"), setup.data)
+    check_device_settings(_setup(args), setup.train.precision, setup.train.cuda_graphs)  # even when jobs run elsewhere
+    seeds = resolve_seeds(args, setup.seed)
     launcher = Launcher(args.launcher, cluster=args.cluster, timeout_min=args.timeout_min,
                         gpus_per_job=args.gpus_per_job, cpus_per_job=args.cpus_per_job, partition=args.partition)
-    df, grid_dir = run_grid(axes, bench, data_cfg, model_cfg, args.out, launcher, args.device, args.preset, _say,
-                            seeds=seeds)
+    df, grid_dir = run_grid(axes, setup, args.out, launcher, args.device, args.preset, _say, seeds=seeds)
     failed = int((df["status"] != "ok").sum())
     _say(f"tables: {grid_dir / 'tables.md'}; {len(df)} rows, {failed} failed")
     print(json.dumps({"grid_dir": str(grid_dir), "rows": len(df), "failed": failed}))
@@ -398,8 +411,9 @@ def cmd_sparsity_sweep(args) -> int:
 
 
 # ------------------------------------------------------------------------------------------------------
-def _experiment_parser(sub, name: str, help_text: str, presets: dict, cpu_cost: str, classes: tuple, func) -> None:
-    p = sub.add_parser(name, help=help_text)
+def _experiment_parser(sub, name: str, help_text: str, presets: dict, cpu_cost: str, classes: tuple, func,
+                       description: Optional[str] = None) -> None:
+    p = sub.add_parser(name, help=help_text, description=description)
     _common(p)
     p.add_argument("--preset", choices=list(presets), default="cpu",
                    help=f"smoke (seconds, synthetic), cpu (exact CIFAR-10 subset, {cpu_cost}), paper (GPU); "
@@ -470,7 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
     method.help = "imp (the default: no transformation), rst (one transformation) or rst-iter (cycles)"
     p.set_defaults(func=cmd_find_ticket)
 
-    from .bench import PRESETS, BenchConfig
+    from .bench import PRESETS
     p = sub.add_parser("bench", help="ticket pipeline vs dense adversarial training: time and robustness report",
                        description="Flags left out take the preset's value (listed at the end), not the generic "
                                    "defaults shown beside them.",
@@ -482,8 +496,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "minutes), paper (GPU, the paper's setting); default: %(default)s")
     p.add_argument("--allow-small-data", action="store_true",
                    help="run a full-scale preset (gpu, paper) on fewer training images than it is meant for")
-    for cls in (DataConfig, ModelConfig, BenchConfig):
-        add_config_args(p, cls)
+    _add_bench_args(p)
     add_seed_args(p)
     p.set_defaults(func=cmd_bench)
 
@@ -507,8 +520,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus-per-job", type=int_at_least(0), default=0)
     p.add_argument("--cpus-per-job", type=int_at_least(1), default=2)
     p.add_argument("--partition", help="SLURM partition")
-    for cls in (DataConfig, ModelConfig, BenchConfig):
-        add_config_args(p, cls)
+    _add_bench_args(p)
     add_config_args(p, AblateConfig, prefix="grid-", title="grid axes (comma-separated values)")
     add_seed_args(p)
     p.set_defaults(func=cmd_ablate)
@@ -534,7 +546,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .lth import PRESETS as LTH_PRESETS, LTHConfig
     _experiment_parser(sub, "lth", "the LTH experiment on Conv-2/4/6 (SPEC 2): IMP with layer-wise rates, "
                                    "early-stopping iteration and accuracy vs controls, by round",
-                       LTH_PRESETS, "~12 CPU-minutes", (DataConfig, TrainConfig, LTHConfig), cmd_lth)
+                       LTH_PRESETS, "~12 CPU-minutes", (DataConfig, TrainConfig, LTHConfig), cmd_lth,
+                       "The LTH experiment on Conv-2/4/6 (SPEC 2). Training is SGD by default (the presets' "
+                       "numbers); the paper's Adam: --optimizer adam --lr 2e-4 (Conv-2) or 3e-4 (Conv-4/6).")
     from .sweep import PRESETS as SWEEP_PRESETS, SweepConfig
     _experiment_parser(sub, "sparsity-sweep", "dense vs IMP ticket vs random ticket vs RST (SPEC 3) at several "
                                               "sparsities, natural training",

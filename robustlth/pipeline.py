@@ -1,17 +1,18 @@
 """The `train` pipeline as a library call: configs and an optional ticket in, a finished run directory out.
 
 It checks everything checkable (device settings, the ticket against the model and data) before any file is
-written, names the run by its config hash, resumes a run that is already there, and under data parallelism
-lets only the primary process create and write the run directory.
+written; the run is a stage (`TrainStage`), so it is named by its config hash, resumed where it stopped,
+reopened when done, and under data parallelism only the primary process writes.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, ClassVar, Optional
 
 import torch.nn as nn
 
-from .config import AttackConfig, DataConfig, ModelConfig, TrainConfig, config_hash
+from .config import AttackConfig, DataConfig, ModelConfig, TrainConfig
 from .data import Dataset, load_dataset
 from .datasets import DatasetSpec
 from .device import check_device_settings
@@ -19,8 +20,9 @@ from .errors import UsageError
 from .models import build_model, check_model_name
 from .progress import tee_log
 from .runs import RunDir
-from .safety import file_digest
-from .training import RunContext, TrainResult, seed_everything, train
+from .safety import file_digest, safe_torch_load
+from .stages import Result, Stage, run_stage
+from .training import RunContext, seed_everything, train
 from .training.checkpoint import describe_run
 
 
@@ -42,12 +44,81 @@ def check_ticket_data(ticket, spec: DatasetSpec, path) -> None:
                          f"but the data is {spec.name} with {spec.num_classes} classes")
 
 
+@dataclass
+class TrainRunResult(Result):
+    final: dict  # the last kept epoch's record
+    train_time: float
+    eval_time: float
+    stopped: Optional[str]
+    eval_split: str
+    data_spec: dict
+    world_size: int
+    history: list
+    settings: Optional[dict] = None
+
+
+@dataclass
+class TrainStage(Stage):
+    """One `robustlth train` run: a dense model, or a ticket (`mask_id` names it in the hash) trained from its
+    stored weights."""
+    kind: ClassVar[str] = "train"
+    result: ClassVar[type] = TrainRunResult
+    data_cfg: DataConfig
+    model_cfg: ModelConfig
+    train_cfg: TrainConfig
+    attack_cfg: AttackConfig
+    mask_id: Optional[str] = None
+    mask_path: Optional[Path] = field(default=None, compare=False)
+    ticket: Any = field(default=None, compare=False)
+    data: Optional[Dataset] = field(default=None, compare=False)
+    progress: bool = field(default=False, compare=False)
+    log: Optional[Callable[[str], None]] = field(default=None, compare=False)
+
+    def sections(self) -> dict[str, Any]:
+        return {"data": self.data_cfg, "model": self.model_cfg, "train": self.train_cfg, "attack": self.attack_cfg,
+                "mask": self.mask_id}
+
+    def record(self) -> dict:
+        return {"data": self.data_cfg.to_dict(), "model": self.model_cfg.to_dict(), "train": self.train_cfg.to_dict(),
+                "attack": self.attack_cfg.to_dict(), "mask": str(self.mask_path) if self.mask_path else None}
+
+    @property
+    def seed(self) -> int:
+        return self.train_cfg.seed
+
+    def build(self) -> tuple[nn.Module, Optional[dict]]:
+        """The model at its starting weights, and the ticket's mask (None: dense)."""
+        seed_everything(self.train_cfg.seed)
+        if self.ticket is None:
+            return build_model(self.model_cfg.model, self.model_cfg.width, self.data.spec), None
+        from .pruning import ticket_model
+        model = ticket_model(self.ticket)
+        return model, self.ticket.full_mask(model)
+
+    def run(self, ctx: RunContext) -> TrainRunResult:
+        run = ctx.run_dir
+        log = tee_log(self.log, run.file("run.log")) if ctx.is_primary else None
+        if log and not run.file("checkpoint.pt").exists():
+            log(f"run directory: {run.path}")  # a resumed run says so once its checkpoint has loaded
+        model, mask = self.build()
+        kind = "ticket training" if self.ticket is not None else "train"
+        result = train(model, self.data, self.train_cfg, self.attack_cfg, ctx=ctx, mask=mask,
+                       augment=self.data_cfg.augment, progress=self.progress, log=log,
+                       describe=describe_run(self.model_cfg.model, self.model_cfg.width, self.data_cfg.to_dict(),
+                                             kind=kind))
+        return TrainRunResult(final=result.final, train_time=result.train_time, eval_time=result.eval_time,
+                              stopped=result.stopped, eval_split=result.eval_split,
+                              data_spec=self.data.spec.to_dict(), world_size=ctx.world_size,
+                              history=result.history, settings=result.settings)
+
+
 def run_train(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, attack_cfg: AttackConfig,
               ctx: RunContext, out: str | Path = "runs", mask_path: Optional[Path] = None,
               model_given: bool = True, explicit: frozenset = frozenset(), data: Optional[Dataset] = None,
               progress: bool = False, log: Optional[Callable[[str], None]] = None, ticket=None,
-              ticket_id: Optional[str] = None) -> tuple[TrainResult, RunDir, nn.Module]:
-    """Train (or resume) the run these configs name under `out`; returns its result, directory and model.
+              ticket_id: Optional[str] = None) -> tuple[TrainRunResult, RunDir, nn.Module]:
+    """Train (or resume, or reopen) the run these configs name under `out`; returns its result, directory and
+    trained model.
 
     With `mask_path` (a ticket file from find-ticket) or `ticket` (one in memory, named in the run hash by
     `ticket_id`) the ticket's sparse subnetwork is trained from its stored weights, on the ticket's retraining
@@ -63,38 +134,15 @@ def run_train(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConf
         from .pruning import retrain_schedule
         model_cfg = ticket_model_config(ticket, model_cfg, model_given, mask_path or "the ticket")
         train_cfg = retrain_schedule(train_cfg, ticket.meta, explicit=set(explicit))
-    config = {"data": data_cfg.to_dict(), "model": model_cfg.to_dict(), "train": train_cfg.to_dict(),
-              "attack": attack_cfg.to_dict(), "mask": str(mask_path) if mask_path else None}
-    run_hash = config_hash("train", {"data": data_cfg, "model": model_cfg, "train": train_cfg,
-                                     "attack": attack_cfg, "mask": mask_id})
     data = data if data is not None else load_dataset(data_cfg)
     if ticket is not None:
         check_ticket_data(ticket, data.spec, mask_path)
     if train_cfg.batch_size % ctx.world_size:
         raise UsageError(f"--batch-size {train_cfg.batch_size} (the global batch) does not split over "
                          f"{ctx.world_size} processes; use a multiple of {ctx.world_size}")
-    run = ctx.open_run(out, "train", run_hash, config, train_cfg.seed)
-    if ctx.is_primary:
-        log = tee_log(log, run.file("run.log"))
-    with ctx.hold(run):
-        if log and ctx.is_primary and not run.file("checkpoint.pt").exists():
-            log(f"run directory: {run.path}")  # a resumed run says so once its checkpoint has loaded
-        seed_everything(train_cfg.seed)
-        mask = None
-        if ticket is not None:
-            from .pruning import ticket_model
-            model = ticket_model(ticket)
-            mask = ticket.full_mask(model)
-        else:
-            model = build_model(model_cfg.model, model_cfg.width, data.spec)
-        result = train(model, data, train_cfg, attack_cfg, ctx=ctx.with_run_dir(run), mask=mask,
-                       augment=data_cfg.augment, progress=progress, log=log,
-                       describe=describe_run(model_cfg.model, model_cfg.width, data_cfg.to_dict(),
-                                             kind="ticket training" if ticket is not None else "train"))
-        if ctx.is_primary:
-            run.write_json("results.json", {"final": result.final, "train_time": result.train_time,
-                                            "eval_time": result.eval_time, "stopped": result.stopped,
-                                            "eval_split": result.eval_split, "data_spec": data.spec.to_dict(),
-                                            "world_size": ctx.world_size, "history": result.history})
-        ctx.barrier()
-    return result, run, model
+    stage = TrainStage(data_cfg, model_cfg, train_cfg, attack_cfg, mask_id, mask_path, ticket, data, progress,
+                       log if ctx.is_primary else None)
+    result = run_stage(stage, out, ctx)
+    model, _ = stage.build()  # the trained weights, from the run's last checkpoint
+    model.load_state_dict(safe_torch_load(stage.path(out) / "checkpoint.pt", "robustlth checkpoint")["model"])
+    return result, RunDir(stage.path(out)), model.to(ctx.device)

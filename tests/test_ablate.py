@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from robustlth.ablate import AblateConfig, expand
-from robustlth.bench import BenchConfig
+from robustlth.bench import BenchSetup
 from robustlth.cli import main
 from robustlth.config import ModelConfig
 
@@ -24,10 +24,10 @@ def smoke(tmp_path_factory):
 
 
 def test_expand_is_the_cartesian_product_with_budget_rescaling():
-    cells = expand(AblateConfig(search_lr=(0.01, 0.1), ratio=(0.5, 0.8), budget=(2, 4)), BenchConfig(),
-                   ModelConfig(model="cnn6"))
+    cells = expand(AblateConfig(search_lr=(0.01, 0.1), ratio=(0.5, 0.8), budget=(2, 4)),
+                   BenchSetup(model=ModelConfig(model="cnn6")))
     assert len(cells) == 8 and len({c["id"] for c in cells}) == 8
-    assert {c["bench"]["ticket_epochs"] for c in cells} == {2, 4}
+    assert {c["setup"]["bench"]["ticket_epochs"] for c in cells} == {2, 4}
     assert all(c["axes"]["width"] == 1.0 for c in cells)
 
 
@@ -45,14 +45,16 @@ def test_smoke_grid_csv_tables_plots(smoke):
                 "ticket_vs_reinit.png"):
         assert (smoke / png).stat().st_size > 0, png
     # Cells that share a search configuration share its training: one per (search LR, width).
-    assert len(list((smoke / "search").glob("search_*"))) == 4
+    assert len(list(smoke.glob("search_*"))) == 4
 
 
 def test_rerun_skips_finished_cells_and_failed_cell_is_recorded(smoke, tmp_path):
     cells = json.loads((smoke / "cells.json").read_text())
-    victim = smoke / "cells" / cells[0]["id"]
+    victim = smoke / f"cell_{cells[0]['id']}"
+    ticket_arm = json.loads((victim / "result.json").read_text())["arms"]["ticket"]
     (victim / "result.json").unlink()
-    (victim / "ticket" / "arm.json").write_text("{corrupt")  # this cell now fails
+    (arm,) = [p for p in smoke.glob("arm-ticket_*") if json.loads((p / "result.json").read_text()) == ticket_arm]
+    (arm / "result.json").write_text("{corrupt")  # this cell now fails
     out = smoke.parent
     assert main(["ablate", *SMOKE, "--out", str(out)]) == 0
     df = pd.read_csv(smoke / "ablation.csv")
@@ -78,8 +80,8 @@ def test_submitit_local_executor(tmp_path):
 
 def test_search_groups_ignore_ratio_and_budget():
     from robustlth.ablate import _search_key
-    cells = expand(AblateConfig(search_lr=(0.01, 0.1), ratio=(0.5, 0.8), budget=(2, 4)), BenchConfig(),
-                   ModelConfig(model="cnn6"))
+    cells = expand(AblateConfig(search_lr=(0.01, 0.1), ratio=(0.5, 0.8), budget=(2, 4)),
+                   BenchSetup(model=ModelConfig(model="cnn6")))
     assert len({_search_key(c) for c in cells}) == 2  # one search training per search LR
 
 
@@ -102,8 +104,8 @@ def test_cells_record_time_and_concurrency_and_open_with_eval(smoke, capsys):
     ok = df[df["status"] == "ok"]
     assert (ok["cell_s"] > 0).all() and (ok["concurrent_jobs"] == 1).all() and (ok["torch_threads"] >= 1).all()
     assert "cell 1/" in (smoke / "run.log").read_text()
-    cell = next(p for p in (smoke / "cells").iterdir() if (p / "ticket" / "checkpoint.pt").exists())
+    arm = next(smoke.glob("arm-ticket_*"))
     capsys.readouterr()
-    assert main(["eval", "--checkpoint", str(cell / "ticket"), "--attacks", "pgd2", "--device", "cpu",
+    assert main(["eval", "--checkpoint", str(arm), "--attacks", "pgd2", "--device", "cpu",
                  "--no-progress"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["n"] == 60  # the grid's own test set

@@ -13,6 +13,7 @@ import yaml
 
 from faults import TINY_SEARCH as SEARCH, TINY_TRAIN as TINY, cli
 from robustlth.cli import main
+from robustlth.datasets import CIFAR10
 from robustlth.models import build_model
 from robustlth.pruning import Ticket, dense_mask, save_ticket
 
@@ -73,7 +74,7 @@ def fixtures(tmp_path_factory):
     b = tmp_path_factory.mktemp("fixtures")
     for make in FIXTURES:
         make(b)
-    model = build_model("cnn6", 0.25)
+    model = build_model("cnn6", 0.25, CIFAR10)
     meta = {"model": "cnn6", "width": 0.25}
     save_ticket(b / "ticket.pt", Ticket(dense_mask(model), model.state_dict(), meta))
     half = {k: torch.full(m.shape, 0.5) for k, m in dense_mask(model).items()}
@@ -81,7 +82,7 @@ def fixtures(tmp_path_factory):
                b / "half_mask.pt")
     assert main(["train", *TINY, "--out", str(b / "runs")]) == 0  # a finished run, to resume and evaluate
     (b / "not_bench").mkdir()
-    (b / "not_bench" / "results.json").write_text("{broken")
+    (b / "not_bench" / "result.json").write_text("{broken")
     return b
 
 
@@ -186,7 +187,7 @@ CASES = [
          "is not a readable ticket file"),
     # Checkpoints of a run being resumed or evaluated.
     Case("resume-damaged-checkpoint", ["train", *TINY], "start this run over", _copy_run(_truncate)),
-    Case("resume-foreign-checkpoint", ["train", *TINY], "not a robustlth-checkpoint-v2 file",
+    Case("resume-foreign-checkpoint", ["train", *TINY], "not a robustlth-checkpoint-v3 file",
          _copy_run(lambda run: torch.save({"weights": torch.ones(2)}, run / "checkpoint.pt"))),
     Case("eval-damaged-checkpoint", ["eval", "--checkpoint", "{out}/RUN", "--n", "5", "--attacks", "pgd1"],
          "is not a readable robustlth checkpoint", _copy_run(_truncate)),
@@ -205,8 +206,8 @@ CASES = [
     Case("control-output-folder", ["control", "--ticket", "{b}/ticket.pt", "--kind", "reinit", "--output", "{b}"],
          "is a folder"),
     Case("report-train-run", ["report", "{b}/runs/RUN"], "is not a benchmark's results.json"),
-    Case("report-corrupt-json", ["report", "{b}/not_bench"], "results.json is not a valid benchmark results file"),
-    Case("report-missing", ["report", "/no/such/run"], "has no results.json"),
+    Case("report-corrupt-json", ["report", "{b}/not_bench"], "result.json is not a valid benchmark results file"),
+    Case("report-missing", ["report", "/no/such/run"], "has no result.json"),
 ]
 
 

@@ -17,8 +17,8 @@ def smoke(tmp_path_factory):
 
 
 def test_smoke_outputs_and_schema(smoke):
-    r = json.loads((smoke / "results.json").read_text())
-    assert set(r) == {"config", "environment", "headline", "arms"}
+    r = json.loads((smoke / "result.json").read_text())
+    assert set(r) == {"config", "environment", "headline", "arms", "arm_dirs"}
     assert list(r["arms"]) == ["dense", "ticket", "reinit"]
     for k in ("torch", "git_commit", "device", "torch_threads"):
         assert k in r["environment"]
@@ -38,7 +38,7 @@ def test_smoke_outputs_and_schema(smoke):
 
 
 def test_ratio_consistent_with_phase_times(smoke):
-    r = json.loads((smoke / "results.json").read_text())
+    r = json.loads((smoke / "result.json").read_text())
     d, t = r["arms"]["dense"], r["arms"]["ticket"]
     assert t["total_time"] == pytest.approx(t["search_time"] + t["train_time"])
     assert t["search_time"] > 0 and d["search_time"] == 0
@@ -55,13 +55,13 @@ def test_ratio_consistent_with_phase_times(smoke):
 
 
 def test_rerun_resumes_from_disk_and_report_rerenders(smoke, capsys):
-    before = (smoke / "results.json").read_text()
+    before = (smoke / "result.json").read_text()
     (smoke / "report.md").unlink()
     assert main(["report", str(smoke)]) == 0
     assert (smoke / "report.md").exists()
     out = smoke.parent
     assert main(["bench", "--preset", "smoke", "--out", str(out), "--device", "cpu", "--no-progress"]) == 0
-    after = json.loads((smoke / "results.json").read_text())
+    after = json.loads((smoke / "result.json").read_text())
     assert after["arms"] == json.loads(before)["arms"]  # every arm came from disk
     assert main(["report", str(smoke), str(smoke), "--output", str(out / "cmp.md")]) == 0
     table = (out / "cmp.md").read_text().split("## Cost-robustness frontier")[0]  # the frontier follows it
@@ -85,19 +85,19 @@ def test_all_control_arms_run(tmp_path):
             "--arms", "dense,ticket,random_prune,winning,fast_at", "--final-attacks", "pgd3"]
     assert main(args) == 0
     (run,) = tmp_path.glob("bench_*")
-    r = json.loads((run / "results.json").read_text())
+    r = json.loads((run / "result.json").read_text())
     arms = r["arms"]
     assert list(arms) == ["dense", "ticket", "random_prune", "winning", "fast_at"]
     assert arms["random_prune"]["search_time"] == 0 and arms["random_prune"]["sparsity"] == pytest.approx(0.8, abs=1e-3)
     assert arms["winning"]["search_time"] > 0 and arms["winning"]["sparsity"] == pytest.approx(0.8, abs=1e-3)
     assert arms["fast_at"]["train_config"]["schedule"] == "onecycle" and arms["fast_at"]["sparsity"] == 0
     # The winning control searched at LR 0.1, the ticket at the model's small default: two different searches.
-    assert len(list((run / "search").glob("ticket_*"))) == 2
+    assert len(list(tmp_path.glob("ticket_*"))) == 2
 
 
 def test_headline_first_and_arm_checkpoints_open_with_eval(smoke, capsys):
     from robustlth.bench.report import headline_lines
-    r = json.loads((smoke / "results.json").read_text())
+    r = json.loads((smoke / "result.json").read_text())
     lines = headline_lines(r)
     assert lines[0].startswith(("Time to target, ticket vs the dense run's own", "Time to target: the ticket never"))
     assert lines[1].startswith("Total wall-clock ticket / dense") and "worst case over all attacks" in lines[2]
@@ -108,7 +108,7 @@ def test_headline_first_and_arm_checkpoints_open_with_eval(smoke, capsys):
     assert "robustlth_dirty" in r["environment"] and (smoke / "run.log").read_text().count("bench arm dense epoch") == 2
     capsys.readouterr()
     # A bench arm folder opens with `robustlth eval`, on the run's own 50 final test images by default.
-    assert main(["eval", "--checkpoint", str(smoke / "ticket"), "--attacks", "pgd2", "--device", "cpu",
+    assert main(["eval", "--checkpoint", str(smoke.parent / r["arm_dirs"]["ticket"]), "--attacks", "pgd2", "--device", "cpu",
                  "--no-progress"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["n"] == 50 and out["clean"] == pytest.approx(r["arms"]["ticket"]["final"]["clean"])

@@ -37,7 +37,7 @@ def test_verdicts_follow_the_intervals():
 def test_plan_shares_the_centre_point_and_claims_read_constructed_runs():
     c = _claims_module()
     scale = c.SCALES["tiny"]
-    jobs = c.plan(scale, [0, 1, 2], aa_seeds=0)
+    jobs = c.plan(scale, [0, 1, 2], aa_seeds=0, data_cfg={"data": "synthetic", **scale["data"]})
     keys = {j["name"]: j["key"] for j in jobs if j["seed"] == 0}
     # The centre of every natural sweep is one training: LR 0.01 = ratio 0.8 = width 0.25 = budget 5.
     assert keys["nat_ticket_lr0.01"] == keys["nat_ticket_ratio0.8"] == keys["nat_ticket_width0.25"] \
@@ -81,7 +81,8 @@ def test_tiny_scale_end_to_end(tmp_path, exact_npz):
     assert all(r["verdict"] in ("reproduced", "contradicted", "inconclusive") for r in claims["claims"])
     for f in ("claims.md", "claims.csv", "runs.csv", "boost_curves.png", "boost_factors.png", "budget_sweep.png"):
         assert (out / f).stat().st_size > 0
-    arm_files = sorted((tmp_path / "cache").rglob("arm.json"))
+    arm_files = sorted((tmp_path / "cache").rglob("arm-*/result.json"))
+    assert arm_files
     stamps = [p.stat().st_mtime_ns for p in arm_files]
     assert subprocess.run(cmd, env=env, timeout=300).returncode == 0  # a second call only re-renders
     assert [p.stat().st_mtime_ns for p in arm_files] == stamps

@@ -42,7 +42,7 @@ def test_train_writes_run_directory(tmp_path, capsys):
     assert rc == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     run = tmp_path / out["run_dir"].split("/")[-1]
-    for f in ("config.yaml", "env.json", "metrics.jsonl", "checkpoint.pt", "results.json"):
+    for f in ("config.yaml", "env.json", "metrics.jsonl", "checkpoint.pt", "result.json"):
         assert (run / f).exists(), f
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     assert cfg["model"]["model"] == "cnn6" and cfg["train"]["epochs"] == 1
@@ -76,7 +76,7 @@ def test_find_ticket_then_train_the_ticket(tmp_path, capsys):
                  "--search-batch-size", "50", "--search-eval-n", "20", "--search-eval-steps", "1", *common]) == 0
     found = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert found["sparsity"] == pytest.approx(0.8, abs=1e-4)
-    summary = json.loads((tmp_path / found["ticket"].split("/")[-2] / "summary.json").read_text())
+    summary = json.loads((tmp_path / found["ticket"].split("/")[-2] / "result.json").read_text())
     density = summary["layer_density"]  # per layer, so a layer pruned to nothing cannot hide in the total
     assert len(density) >= 6 and all(0 < d <= 1 for d in density.values())
     ticket = found["ticket"]

@@ -25,7 +25,7 @@ def test_cifar100_and_svhn_shaped_runs_end_to_end(tmp_path, dataset, classes, fl
                           "--out", str(tmp_path)], env=env(), cwd=REPO, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
     (run,) = tmp_path.glob("train_*")
-    spec = DatasetSpec.from_dict(json.loads((run / "results.json").read_text())["data_spec"])
+    spec = DatasetSpec.from_dict(json.loads((run / "result.json").read_text())["data_spec"])
     assert (spec.name, spec.num_classes, spec.flips) == (dataset, classes, flips)
     ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
     assert ckpt["data_spec"]["num_classes"] == classes

@@ -109,7 +109,7 @@ def test_bench_runs_data_parallel_with_one_writer(tmp_path):
     for rc, _, err in results:
         assert rc == 0, err[-2000:]
     assert results[1][1] == "" and "run_dir" in results[0][1]  # only the primary reports
-    (found,) = tmp_path.rglob("results.json")
+    (found,) = tmp_path.glob("bench_*/result.json")
     r = json.loads(found.read_text())
     assert list(r["arms"]) == ["dense", "ticket"] and r["environment"]["world_size"] == 2
     dense = r["arms"]["dense"]
@@ -118,7 +118,7 @@ def test_bench_runs_data_parallel_with_one_writer(tmp_path):
     assert final["n"] == 50 and [a["name"] for a in final["attacks"]] == ["pgd5"]
     # Each process classified and attacked its share of the 50 test images; the gathered verdicts are those of
     # the one model every process holds: the saved dense weights, evaluated here in one process, agree.
-    saved = open_checkpoint(found.parent / "dense", torch.device("cpu"))
+    saved = open_checkpoint(found.parent.parent / r["arm_dirs"]["dense"], torch.device("cpu"))
     x, y = as_float(load_dataset(saved.data).test, torch.device("cpu"), 50)
     correct, _ = predict(saved.model, x, y)
     clean, robust = unpack_flags(final["flags"]["clean"]), unpack_flags(final["flags"]["pgd5"])
@@ -131,7 +131,7 @@ def test_bench_runs_data_parallel_with_one_writer(tmp_path):
     for rc, _, err in results:
         assert rc == 0, err[-2000:]
     assert results[1][1] == "" and "aggregate_dir" in results[0][1]
-    assert [p.parent.name for p in tmp_path.rglob("results.json")] == [found.parent.name]
+    assert [p.parent.name for p in tmp_path.glob("bench_*/result.json")] == [found.parent.name]
     (agg,) = tmp_path.glob("benchseeds_*/aggregate.json")
     assert json.loads(agg.read_text())["runs"] == {"0": found.parent.name}
     assert json.loads(found.read_text())["arms"] == r["arms"]  # reused, not retrained

@@ -38,12 +38,12 @@ def test_kill_inside_a_checkpoint_write_resumes_identically(tmp_path):
 
 
 @pytest.mark.faults  # 45 s: kept out of the default run, which stays under 10 minutes
-def test_imp_round_killed_between_its_ticket_and_summary_is_redone(tmp_path):
+def test_imp_round_killed_between_its_ticket_and_result_is_redone(tmp_path):
     cli(*IMP, "--out", tmp_path / "ref")
     out = tmp_path / "killed"
-    assert kill_in_write("round_1/summary.json", 1, *IMP, "--out", out) == -9
+    assert kill_in_write("round_1/result.json", 1, *IMP, "--out", out) == -9
     (search,) = out.glob("ticket_*")
-    assert (search / "round_1" / "ticket.pt").exists() and not (search / "round_1" / "summary.json").exists()
+    assert (search / "round_1" / "ticket.pt").exists() and not (search / "round_1" / "result.json").exists()
     cli(*IMP, "--out", out)  # once failed on every re-run until files were deleted by hand
     assert assert_same_runs(tmp_path / "ref", out) >= 8
 
@@ -90,7 +90,7 @@ def test_imp_killed_inside_a_rewind_and_a_ticket_write(tmp_path):
 def test_bench_killed_at_random_points_and_inside_an_arm_write(tmp_path):
     _random_kills(tmp_path, BENCH, 3, 2)
     out = tmp_path / "killed_in_write"
-    assert kill_in_write("ticket/arm.json", 1, *BENCH, "--out", out) == -9
+    assert kill_in_write("result.json", 2, *BENCH, "--out", out) == -9  # the second arm's done marker
     cli(*BENCH, "--out", out)
     assert assert_same_runs(tmp_path / "ref", out) >= 10
 
@@ -99,6 +99,6 @@ def test_bench_killed_at_random_points_and_inside_an_arm_write(tmp_path):
 def test_ablate_killed_at_random_points_and_inside_a_cell_write(tmp_path):
     _random_kills(tmp_path, ABLATE, 3, 3)
     out = tmp_path / "killed_in_write"
-    assert kill_in_write("result.json", 1, *ABLATE, "--out", out) == -9
+    assert kill_in_write("result.json", 3, *ABLATE, "--out", out) == -9  # an arm or cell's done marker
     cli(*ABLATE, "--out", out)
     assert assert_same_runs(tmp_path / "ref", out) >= 10

@@ -87,8 +87,8 @@ def test_bench_two_seeds_aggregate_matches_the_runs(bench_seeds):
     out, agg_dir = bench_seeds
     agg = json.loads((agg_dir / "aggregate.json").read_text())
     assert agg["seeds"] == [0, 1]
-    runs = {int(s): json.loads((out / d / "results.json").read_text()) for s, d in agg["runs"].items()}
-    assert {r["config"]["bench"]["seed"] for r in runs.values()} == {0, 1}
+    runs = {int(s): json.loads((out / d / "result.json").read_text()) for s, d in agg["runs"].items()}
+    assert {r["config"]["train"]["seed"] for r in runs.values()} == {0, 1}
     # Mean and interval of the ticket's final clean accuracy, recomputed by hand from the two runs.
     vals = [runs[s]["arms"]["ticket"]["final"]["clean"] for s in (0, 1)]
     e = agg["arms"]["ticket"]["test_clean"]
@@ -118,7 +118,8 @@ def test_bench_two_seeds_aggregate_matches_the_runs(bench_seeds):
 
 def test_bench_seed_runs_are_cached_and_single_seed_bootstraps(bench_seeds, capsys):
     out, agg_dir = bench_seeds
-    arm_files = sorted(out.glob("bench_*/*/arm.json"))
+    arm_files = sorted(out.glob("arm-*/result.json"))
+    assert arm_files
     before = [p.stat().st_mtime_ns for p in arm_files]
     # Seed 1 alone reuses the run the replicates made; its single-seed aggregate bootstraps over images.
     assert main(["bench", *SMALL_BENCH, "--seeds", "1", "--out", str(out)]) == 0

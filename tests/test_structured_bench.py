@@ -27,8 +27,12 @@ def bench(tmp_path_factory):
     return run
 
 
+def _arm_dir(bench, arm: str):
+    return bench.parent / json.loads((bench / "result.json").read_text())["arm_dirs"][arm]
+
+
 def test_new_arms_run_and_record_cost(bench):
-    r = json.loads((bench / "results.json").read_text())
+    r = json.loads((bench / "result.json").read_text())
     arms = r["arms"]
     assert list(arms) == ["dense", "ticket", "structured", "ticket_fast", "structured_fast"]
     dense, structured = arms["dense"], arms["structured"]
@@ -40,7 +44,7 @@ def test_new_arms_run_and_record_cost(bench):
     assert structured["search_time"] >= arms["ticket"]["search_time"] > 0
     assert structured["total_time"] == pytest.approx(structured["search_time"] + structured["train_time"])
     # The fast arms train the ticket with the single-step attack (the guard records its PGD check).
-    assert all("guard_pgd" in json.loads(line) for line in (bench / "ticket_fast" / "metrics.jsonl").read_text().splitlines())
+    assert all("guard_pgd" in json.loads(line) for line in (_arm_dir(bench, "ticket_fast") / "metrics.jsonl").read_text().splitlines())
     assert arms["ticket_fast"]["sparsity"] == pytest.approx(0.8, abs=1e-3)
     assert arms["structured_fast"]["architecture"] == structured["architecture"]
     md = (bench / "report.md").read_text()
@@ -49,8 +53,8 @@ def test_new_arms_run_and_record_cost(bench):
 
 
 def test_shrunk_checkpoint_round_trips_through_load_and_eval(bench, capsys):
-    arm = json.loads((bench / "structured" / "arm.json").read_text())
-    saved = open_checkpoint(bench / "structured", torch.device("cpu"))
+    arm = json.loads((_arm_dir(bench, "structured") / "result.json").read_text())
+    saved = open_checkpoint(_arm_dir(bench, "structured"), torch.device("cpu"))
     model = saved.model
     assert channel_counts(model) == arm["architecture"]["channels"]
     # The loaded model reproduces the bench's own final clean accuracy on the same test images.
@@ -58,7 +62,7 @@ def test_shrunk_checkpoint_round_trips_through_load_and_eval(bench, capsys):
     x, y = as_float(data.test, torch.device("cpu"), 50)
     flags, _ = predict(model, x, y)
     assert float(flags.float().mean()) == pytest.approx(arm["final"]["clean"])
-    assert main(["eval", "--checkpoint", str(bench / "structured"), "--attacks", "pgd3", "--n", "20",
+    assert main(["eval", "--checkpoint", str(_arm_dir(bench, "structured")), "--attacks", "pgd3", "--n", "20",
                  "--device", "cpu"]) == 0
     assert json.loads(capsys.readouterr().out)["n"] == 20
 
@@ -67,8 +71,7 @@ def test_corrupt_architecture_record_is_one_clear_error(bench, tmp_path, capsys)
     import shutil
     from robustlth.safety import safe_torch_load
     run = tmp_path / "structured"
-    shutil.copytree(bench / "structured", run)
-    shutil.copy(bench / "config.yaml", tmp_path / "config.yaml")
+    shutil.copytree(_arm_dir(bench, "structured"), run)
     ckpt = safe_torch_load(run / "checkpoint.pt", "checkpoint")
     ckpt["architecture"] = {"model": "cnn6", "width": 0.25, "channels": ["x"]}
     torch.save(ckpt, run / "checkpoint.pt")

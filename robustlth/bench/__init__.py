@@ -1,5 +1,7 @@
 """Benchmark harness: ticket pipeline vs dense adversarial training, with reports."""
-from .config import ARMS, PRESETS, BenchConfig
-from .harness import headline, run_bench, time_to_target
+from .arms import ARMS, ArmResult, ArmStage
+from .config import PRESETS, BenchConfig, BenchSetup
+from .harness import BenchResult, BenchStage, headline, run_bench, time_to_target
 
-__all__ = ["ARMS", "PRESETS", "BenchConfig", "headline", "run_bench", "time_to_target"]
+__all__ = ["ARMS", "ArmResult", "ArmStage", "PRESETS", "BenchConfig", "BenchSetup", "BenchResult", "BenchStage",
+           "headline", "run_bench", "time_to_target"]

@@ -15,16 +15,16 @@ from typing import Callable, Optional
 
 import torch
 
-from ..config import DataConfig, ModelConfig, config_hash
+from ..config import config_hash
 from ..runs import atomic_write_text, environment
 from ..stats import Interval, bootstrap_interval, paired_bootstrap_interval, paired_difference, t_interval, \
     unpack_flags, verdict_word
 from ..training import RunContext
-from .config import BenchConfig
+from .arms import pairs
+from .config import BenchSetup
 from .harness import run_bench
 
 Log = Optional[Callable[[str], None]]
-PAIRS = (("ticket", "dense"), ("ticket", "reinit"), ("ticket", "winning"))
 
 
 def arm_values(arm: dict, eval_n: int) -> dict[str, dict]:
@@ -79,7 +79,7 @@ def _entry(iv: Interval, n_images) -> dict:
 def aggregate(results: dict[int, dict]) -> dict:
     """Statistics over the per-seed results.json contents of one benchmark configuration."""
     seeds = sorted(results)
-    eval_n = results[seeds[0]]["config"]["bench"]["eval_n"]
+    eval_n = results[seeds[0]]["config"]["train"]["eval_n"]
     per_arm: dict[str, dict[str, dict[int, dict]]] = {}
     for s in seeds:
         for name, arm in results[s]["arms"].items():
@@ -88,7 +88,7 @@ def aggregate(results: dict[int, dict]) -> dict:
     arms = {name: {m: _entry(_interval(v), next(iter(v.values()))["n_images"]) for m, v in metrics.items()}
             for name, metrics in per_arm.items()}
     diffs = {}
-    for a, b in PAIRS:
+    for a, b in pairs(per_arm):
         if a in per_arm and b in per_arm:
             common = [m for m in per_arm[a] if m in per_arm[b] and not m.endswith("_s")]
             diffs[f"{a} - {b}"] = {}
@@ -103,9 +103,9 @@ def aggregate(results: dict[int, dict]) -> dict:
     return {"seeds": seeds, "arms": arms, "differences": diffs, "headline": headline}
 
 
-def run_bench_seeds(b: BenchConfig, data_cfg: DataConfig, model_cfg: ModelConfig, device: torch.device,
-                    root: str | Path, seeds: list[int], preset: Optional[str] = None, progress: bool = False,
-                    log: Log = None, ctx: Optional[RunContext] = None) -> tuple[dict, Path]:
+def run_bench_seeds(setup: BenchSetup, device: torch.device, root: str | Path, seeds: list[int],
+                    preset: Optional[str] = None, progress: bool = False, log: Log = None,
+                    ctx: Optional[RunContext] = None) -> tuple[dict, Path]:
     """Run (or reuse) one bench per seed, then write the aggregate directory (under data parallelism: every
     process runs each seed's bench; the primary one writes)."""
     ctx = ctx if ctx is not None else RunContext(device)
@@ -114,13 +114,11 @@ def run_bench_seeds(b: BenchConfig, data_cfg: DataConfig, model_cfg: ModelConfig
     for s in seeds:
         if log:
             log(f"=== seed {s} ({seeds.index(s) + 1} of {len(seeds)}) ===")
-        results[s], run = run_bench(b.replace(seed=s), data_cfg, model_cfg, ctx.device, root, preset, progress, log,
-                                    ctx=ctx)
+        results[s], run = run_bench(setup.with_seed(s), ctx.device, root, preset, progress, log, ctx=ctx)
         runs[s] = run.path.name
-    config = {"preset": preset, "seeds": seeds, "bench": b.replace(seed=0).to_dict(), "data": data_cfg.to_dict(),
-              "model": model_cfg.to_dict()}
-    h = config_hash("benchseeds", {"bench": b.replace(seed=0), "data": data_cfg, "model": model_cfg,
-                                   "seeds": seeds})
+    base = setup.with_seed(0)
+    config = {"preset": preset, "seeds": seeds, **base.to_dict()}
+    h = config_hash("benchseeds", {**base.sections(), "seeds": seeds})
     out = ctx.open_run(root, "benchseeds", h, config, None)
     with ctx.hold(out):
         agg = {"config": config, "runs": {str(s): runs[s] for s in seeds},
@@ -225,7 +223,7 @@ def plot_aggregate(agg: dict, results: dict[int, dict], out: Path) -> list[str]:
                                 color=line.get_color())
     for ax, what in zip(axes, ("clean", "PGD-20")):
         ax.set_xlabel("epoch")
-        ax.set_ylabel(f"{what} accuracy ({split}, n={first['config']['bench']['eval_n']}; 95 % band)")
+        ax.set_ylabel(f"{what} accuracy ({split}, n={first['config']['train']['eval_n']}; 95 % band)")
     files.append(save_figure(fig, out / "accuracy_vs_epoch_seeds.png", axes, legend="outside"))
     test_metrics = [m for m in ("test_clean", "test_pgd20", "test_worst_case") if
                     any(m in a for a in agg["arms"].values())]

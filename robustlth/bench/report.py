@@ -1,4 +1,4 @@
-"""Benchmark reports from results.json: a CSV (one row per arm), plots, and report.md. Re-rendered by
+"""Benchmark reports from a bench's result.json: a CSV (one row per arm), plots, and report.md. Re-rendered by
 `robustlth report RUN_DIR`; several run directories combine into one comparison table."""
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from ..errors import UsageError
 from ..plotting import binomial_se
 from ..runs import atomic_write_text
 from ..safety import read_json
+from ..stages import DONE
 
 
 def final_columns(final: Optional[dict]) -> dict:
@@ -46,10 +47,10 @@ def headline_lines(results: dict) -> list[str]:
     """The honest headline, in order: the ticket's time to target against the dense run's own time to target,
     the total-time ratio, then the final per-sample worst case over all attacks."""
     h, arms = results["headline"], results["arms"]
-    b = results["config"]["bench"]
+    cfg = results["config"]
     ttt, dense, ticket = h["time_to_target"], arms["dense"], arms["ticket"]
-    target = (f"target: dense final PGD-20 on the {h['target_split']} set ({b['eval_n']} images) minus "
-              f"{b['target_tolerance']:.2f} = {h['target_pgd20']:.4f}")
+    target = (f"target: dense final PGD-20 on the {h['target_split']} set ({cfg['train']['eval_n']} images) minus "
+              f"{cfg['bench']['target_tolerance']:.2f} = {h['target_pgd20']:.4f}")
     if ttt.get("ticket") is None:
         first = f"Time to target: the ticket never reached it; the dense run did after {ttt['dense']:.1f} s ({target})."
     else:
@@ -70,7 +71,7 @@ def headline_lines(results: dict) -> list[str]:
 def arms_table(results: dict, run_name: str = "") -> pd.DataFrame:
     rows = []
     for name, a in results["arms"].items():
-        split, n_eval = a["eval_split"], results["config"]["bench"]["eval_n"]
+        split, n_eval = a["eval_split"], results["config"]["train"]["eval_n"]
         row = {"run": run_name, "arm": name, "epochs": a["epochs"], "sparsity": round(a["sparsity"], 4),
                "search_s": round(a["search_time"], 1), "train_s": round(a["train_time"], 1),
                "total_s": round(a["total_time"], 1), "eval_s": round(a["eval_time"], 1),
@@ -108,7 +109,7 @@ def plot(results: dict, out_dir: Path, seeds: Optional[dict[str, list[dict]]] = 
     files = []
     arms = seeds or {name: [a] for name, a in results["arms"].items()}
     split = next(iter(results["arms"].values()))["eval_split"]
-    note = eval_note(split, results["config"]["bench"]["eval_n"])
+    note = eval_note(split, results["config"]["train"]["eval_n"])
     fig, ax = plt.subplots(figsize=(8, 4.5))
     search_ends = []
     for i, (name, runs) in enumerate(arms.items()):
@@ -155,13 +156,14 @@ def environment_note(env: dict) -> str:
 
 def render_markdown(results: dict, plots: Iterable[str], extra: Iterable[str] = ()) -> str:
     h, cfg, env = results["headline"], results["config"], results["environment"]
-    b = cfg["bench"]
+    b, a, p = cfg["bench"], cfg["attack"], cfg["prune"]
+    at = f"PGD-{a['attack_steps']} AT" if a["attack"] == "pgd" else f"{a['attack']} training"
     lines = [f"# robustlth benchmark ({cfg.get('preset') or 'custom'})", ""]
     lines += [f"- {line}" for line in headline_lines(results)]
     lines += ["", f"Model {cfg['model']['model']} (width {cfg['model']['width']}), data `{cfg['data']['data']}`, "
-              f"dense PGD-{b['attack_steps']} AT {b['dense_epochs']} epochs vs ticket search ({b['search_attack']}, "
-              f"{b['search_epochs']} epochs) + PGD-{b['attack_steps']} AT {b['ticket_epochs']} epochs, "
-              f"pruning {b['strategy']} {b['ratio']:.0%}, seed {b['seed']}. {environment_note(env)}", "",
+              f"dense {at} {b['dense_epochs']} epochs vs ticket search ({b['search_attack']}, "
+              f"{b['search_epochs']} epochs) + {at} {b['ticket_epochs']} epochs, "
+              f"pruning {p['strategy']} {p['ratio']:.0%}, seed {cfg['train']['seed']}. {environment_note(env)}", "",
               "## Details", ""]
     if h.get("time_to_target_ratio") is not None:
         lines.append(f"- Ticket time to target / dense *total* time: {h['time_to_target_ratio']:.3f} (not a speed-up "
@@ -181,6 +183,10 @@ def render_markdown(results: dict, plots: Iterable[str], extra: Iterable[str] = 
               "attack ran on the first K images only, the others keep their verdict from the earlier attacks. "
               f"Epoch columns: the per-epoch {results['arms']['dense']['eval_split']} set.", "",
               markdown_table(arms_table(results)), ""]
+    if results.get("arm_dirs"):  # arms are stages beside the bench, shared with benches that need the same arm
+        lines += ["Run directories of the arms, beside this one (each opens with `robustlth eval --checkpoint DIR`):",
+                  ""]
+        lines += [f"- {k}: `{v}`" for k, v in results["arm_dirs"].items()] + [""]
     warns = {k: a["final"]["warnings"] for k, a in results["arms"].items() if a["final"] and a["final"]["warnings"]}
     if warns:
         lines += ["## Evaluation warnings", ""] + [f"- {k}: {w}" for k, ws in warns.items() for w in ws] + [""]
@@ -199,12 +205,12 @@ def write_report(results: dict, out_dir: Path) -> None:
 
 
 def load_results(run_dir: Path) -> dict:
-    path = Path(run_dir) / "results.json"
+    path = Path(run_dir) / DONE
     if not path.is_file():
-        raise UsageError(f"{run_dir} has no results.json: not a finished benchmark directory")
+        raise UsageError(f"{run_dir} has no {DONE}: not a finished benchmark directory")
     results = read_json(path, "benchmark results file")
     if not (isinstance(results, dict) and {"config", "environment", "headline", "arms"} <= set(results)):
-        raise UsageError(f"{path} is not a benchmark's results.json (a train or other run?): `robustlth report` "
+        raise UsageError(f"{path} is not a benchmark's {DONE} (a train or other run?): `robustlth report` "
                          "reads bench run directories")
     return results
 
