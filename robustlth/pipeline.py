@@ -20,10 +20,10 @@ from .errors import UsageError
 from .models import build_model, check_model_name
 from .progress import tee_log
 from .runs import RunDir
-from .safety import file_digest, safe_torch_load
+from .safety import file_digest
 from .stages import Result, Stage, run_stage
 from .training import RunContext, seed_everything, train
-from .training.checkpoint import describe_run
+from .training.checkpoint import describe_run, load_weights
 
 
 def ticket_model_config(ticket, model_cfg: ModelConfig, model_given: bool, path) -> ModelConfig:
@@ -144,5 +144,5 @@ def run_train(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConf
                        log if ctx.is_primary else None)
     result = run_stage(stage, out, ctx)
     model, _ = stage.build()  # the trained weights, from the run's last checkpoint
-    model.load_state_dict(safe_torch_load(stage.path(out) / "checkpoint.pt", "robustlth checkpoint")["model"])
+    load_weights(stage.path(out) / "checkpoint.pt", model)
     return result, RunDir(stage.path(out)), model.to(ctx.device)

@@ -205,7 +205,7 @@ CASES = [
     Case("report-output-folder", ["report", "{b}/runs", "--output", "{b}"], "is a folder"),
     Case("control-output-folder", ["control", "--ticket", "{b}/ticket.pt", "--kind", "reinit", "--output", "{b}"],
          "is a folder"),
-    Case("report-train-run", ["report", "{b}/runs/RUN"], "is not a benchmark's results.json"),
+    Case("report-train-run", ["report", "{b}/runs/RUN"], "is not a benchmark's result.json"),
     Case("report-corrupt-json", ["report", "{b}/not_bench"], "result.json is not a valid benchmark results file"),
     Case("report-missing", ["report", "/no/such/run"], "has no result.json"),
 ]

@@ -154,7 +154,7 @@ def test_ablate_two_seeds_summary(tmp_path):
     assert "Over 2 seeds" in md and "ticket - reinit" in md
     assert (grid / "epoch1_pgd_vs_ratio_seeds.png").exists()
     # Rerun: every seed's cells come from disk.
-    results = sorted(grid.glob("cells/*/result.json"))
+    results = sorted(grid.glob("cell_*/result.json"))
     mtimes = [p.stat().st_mtime_ns for p in results]
     assert main(args) == 0
     assert len(results) == 4 and [p.stat().st_mtime_ns for p in results] == mtimes

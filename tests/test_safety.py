@@ -11,7 +11,7 @@ import torch
 
 import robustlth.cli as cli
 from faults import TINY_SEARCH, TINY_TRAIN as TINY
-from robustlth.bench.config import BenchConfig
+from robustlth.bench.config import BenchSetup, FinalEvalConfig
 from robustlth.bench.harness import headline
 from robustlth.bench.report import render_markdown
 from robustlth.config import DataConfig, PruneConfig, TrainConfig, add_config_args, config_from_args, config_hash
@@ -198,14 +198,14 @@ def test_fraction_flags_as_the_help_prints_them():
 
 
 def test_an_empty_final_attack_list_means_no_final_evaluation():
-    b = BenchConfig(final_attacks=())
+    b = BenchSetup(final=FinalEvalConfig(final_attacks=()))
     arm = {"curve": [{"epoch": 1, "wall_clock": 1.0, "clean": 0.5, "pgd20": 0.3, "loss": 1.0, "eval_loss": 1.0}],
            "total_time": 2.0, "search_time": 0.0, "train_time": 2.0, "eval_time": 0.1, "epochs": 1, "sparsity": 0.0,
            "stopped": None, "eval_split": "val", "final": None}
     arms = {"dense": arm, "ticket": {**arm, "sparsity": 0.8}}
     h = headline(arms, b)
     assert "final_clean_diff" not in h
-    results = {"config": {"bench": b.to_dict(), "model": {"model": "cnn6", "width": 1.0}, "data": {"data": "x"}},
+    results = {"config": {**b.to_dict(), "model": {"model": "cnn6", "width": 1.0}, "data": {"data": "x"}},
                "environment": {}, "headline": h, "arms": arms}
     assert "No final test-set evaluation" in render_markdown(results, [])
 

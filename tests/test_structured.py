@@ -40,9 +40,9 @@ def test_shrunk_equals_masked_full_model(name, width, scope):
                                scope=scope, floor=0.2)
     masked = ticket_model(ticket)  # the full network with the ticket's mask applied
     apply_mask(masked, full_structured_mask(masked, {n: torch.tensor(v) for n, v in
-                                                     ticket.meta["structured"]["kept"].items()}))
+                                                     ticket.meta.structured["kept"].items()}))
     small = shrunk_model(ticket)
-    assert channel_counts(small) == ticket.meta["structured"]["channels"]
+    assert channel_counts(small) == ticket.meta.structured["channels"]
     assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in masked.parameters())
     x = torch.rand(6, 3, 32, 32)
     masked.eval(), small.eval()
@@ -98,7 +98,7 @@ def test_ticket_file_round_trip(tmp_path):
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(a(x), b(x))
-    json.dumps(loaded.meta["structured"])  # plain data
+    json.dumps(loaded.meta.structured)  # plain data
 
 
 def test_bad_channels_and_models_are_one_clear_error():

@@ -76,10 +76,8 @@ def load_state_file(path: Path, what: str) -> dict:
     return state
 
 
-def load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer,
-                    hooks: Optional[dict] = None) -> dict:
-    """Restore model, optimiser, RNG and hook states (`hooks`: key -> hook; a hook the file does not know
-    keeps its own) from `path`; returns the loop state (`LOOP_KEYS`)."""
+def _open(path: Path) -> tuple[dict, str]:
+    """(the checkpoint, the advice that ends its errors), refusing anything but this version's format."""
     start_over = f"delete {path} (or its run directory) to start this run over"
     ckpt = safe_torch_load(path, "robustlth checkpoint", start_over)
     ours = (isinstance(ckpt, dict) and ckpt.get("format") == FORMAT and isinstance(ckpt.get("hooks"), dict)
@@ -87,6 +85,24 @@ def load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer,
     if not ours:
         raise FileFormatError(f"{path} is not a {FORMAT} file (an older version's or a foreign checkpoint); "
                               f"{start_over}")
+    return ckpt, start_over
+
+
+def load_weights(path: Path, model: nn.Module) -> None:
+    """Only the weights: a finished run reopened to hand back its trained model."""
+    ckpt, start_over = _open(path)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except (RuntimeError, ValueError, KeyError, TypeError) as e:
+        raise FileFormatError(f"{path} does not fit this run ({str(e).strip().splitlines()[0]}); {start_over}") \
+            from None
+
+
+def load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer,
+                    hooks: Optional[dict] = None) -> dict:
+    """Restore model, optimiser, RNG and hook states (`hooks`: key -> hook; a hook the file does not know
+    keeps its own) from `path`; returns the loop state (`LOOP_KEYS`)."""
+    ckpt, start_over = _open(path)
     try:
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
