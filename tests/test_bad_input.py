@@ -1,16 +1,16 @@
 """Fault injection (a): a corpus of bad inputs across flags, YAML, data files, checkpoints, tickets and output
 locations. Each must end with exit status 2, one line on stderr naming the problem, no traceback, and nothing
 written to disk."""
-import shutil
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
 
 import numpy as np
 import pytest
 import torch
-import yaml
 
+import corpus_checks
+import corpus_parsing
+import corpus_trust
+from corpus import Case, _copy_run, _npz, _truncate, _yaml
 from faults import TINY_SEARCH as SEARCH, TINY_TRAIN as TINY, cli
 from robustlth.cli import main
 from robustlth.datasets import CIFAR10
@@ -18,27 +18,6 @@ from robustlth.models import build_model
 from robustlth.pruning import Ticket, dense_mask, save_ticket
 
 WITH_OUT = {"train", "find-ticket", "bench", "ablate"}
-
-
-@dataclass
-class Case:
-    id: str
-    argv: list
-    needle: str
-    prepare: Optional[Callable[[Path, Path], None]] = None  # (fixtures, out): a run directory to resume
-
-
-def _yaml(name, obj):
-    return lambda b: (b / name).write_text(obj if isinstance(obj, str) else yaml.safe_dump(obj))
-
-
-def _npz(name, **arrays):
-    def make(b):
-        good = {"x_train": np.zeros((20, 32, 32, 3), np.uint8), "y_train": np.arange(20) % 10,
-                "x_test": np.zeros((10, 32, 32, 3), np.uint8), "y_test": np.arange(10) % 10}
-        good.update(arrays)
-        np.savez(b / name, **{k: v for k, v in good.items() if v is not None})
-    return make
 
 
 FIXTURES = [
@@ -66,6 +45,7 @@ FIXTURES = [
     lambda b: (b / "a_file").write_text("x"),
     lambda b: (b / "garbage.pt").write_bytes(b"\x00garbage"),
     lambda b: torch.save({"weights": torch.ones(3)}, b / "foreign.pt"),
+    *corpus_trust.FIXTURES, *corpus_parsing.FIXTURES, *corpus_checks.FIXTURES,
 ]
 
 
@@ -84,23 +64,6 @@ def fixtures(tmp_path_factory):
     (b / "not_bench").mkdir()
     (b / "not_bench" / "result.json").write_text("{broken")
     return b
-
-
-def _train_run(out: Path) -> Path:
-    (run,) = out.glob("train_*")
-    return run
-
-
-def _copy_run(damage: Callable[[Path], None]):
-    def prepare(b: Path, out: Path):
-        shutil.copytree(b / "runs", out)
-        damage(_train_run(out))
-    return prepare
-
-
-def _truncate(run: Path):
-    data = (run / "checkpoint.pt").read_bytes()
-    (run / "checkpoint.pt").write_bytes(data[:len(data) // 2])
 
 
 CASES = [
@@ -208,6 +171,7 @@ CASES = [
     Case("report-train-run", ["report", "{b}/runs/RUN"], "is not a benchmark's result.json"),
     Case("report-corrupt-json", ["report", "{b}/not_bench"], "result.json is not a valid benchmark results file"),
     Case("report-missing", ["report", "/no/such/run"], "has no result.json"),
+    *corpus_trust.CASES, *corpus_parsing.CASES, *corpus_checks.CASES,
 ]
 
 

@@ -112,9 +112,10 @@ def test_crafted_checkpoint_is_refused_when_a_bench_arm_resumes(tmp_path, capsys
             "--no-progress", "--out", out]
     assert cli.main([str(a) for a in argv]) == 0
     (bench,) = out.glob("bench_*")
-    (bench / "results.json").unlink()
-    (bench / "dense" / "arm.json").unlink()
-    craft(bench / "dense" / "checkpoint.pt", marker)
+    (dense,) = out.glob("arm-dense_*")
+    (bench / "result.json").unlink()
+    (dense / "result.json").unlink()
+    craft(dense / "checkpoint.pt", marker)
     refused(argv, marker, capsys, progress_lines=True)  # "benchmark directory: ...", "--- arm dense ---"
 
 

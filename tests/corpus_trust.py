@@ -1,0 +1,6 @@
+"""Bad-input cases: checkpoints, tickets and run directories that name a model factory: never imported unless the user names it."""
+from corpus import Case, _copy_run, _npz, _yaml  # noqa: F401
+from faults import TINY_SEARCH as SEARCH, TINY_TRAIN as TINY  # noqa: F401
+
+FIXTURES: list = []  # callables (fixtures folder) -> None that write the files the cases below use
+CASES: list[Case] = []
