@@ -3,7 +3,8 @@
     python examples/custom_model.py                          # synthetic data, tiny: about a minute on a CPU
     python examples/custom_model.py --data npz:../shared/data/cifar10_exact_subset.npz --search-epochs 8 \
         --epochs 8 --n 200                                   # real CIFAR-10 subset: about 15 minutes on 2 cores
-The trained checkpoint then opens with `PYTHONPATH=examples robustlth eval --checkpoint RUN_DIR`.
+The trained checkpoint then opens with
+`PYTHONPATH=examples robustlth eval --checkpoint RUN_DIR --trust-factory custom_model:small_cnn`.
 """
 import argparse
 

@@ -21,6 +21,7 @@ from .bench.arms import ArmResult, ArmStage, TicketArm
 from .bench.config import BenchSetup
 from .attacks import TRAINING_ATTACKS
 from .config import Config, ConfigError, _check, _choice, config_hash
+from .errors import FileFormatError
 from .pruning import convergence, default_search_lr, find_ticket, search_training_hash
 from .runs import RunDir, atomic_write_json, atomic_write_text
 from .safety import read_json
@@ -359,20 +360,64 @@ def _metric(cfg: dict, kind: str) -> str:
 
 
 def rerender(grid_dir: Path) -> None:
-    """tables.md and the figures again, from a finished grid's ablation.csv and config.yaml (no training)."""
-    import yaml
+    """tables.md and the figures again, from a finished grid's ablation.csv and config.yaml (no training); both
+    files are checked before anything is written."""
     grid_dir = Path(grid_dir)
-    cfg = yaml.safe_load((grid_dir / "config.yaml").read_text())
-    write_outputs(pd.read_csv(grid_dir / "ablation.csv"), grid_dir, AblateConfig.from_dict(cfg["axes"]),
-                  write_csv=False)
+    cfg = grid_config(grid_dir)
+    try:
+        axes = AblateConfig.from_dict(cfg["axes"])
+    except ConfigError as e:
+        raise FileFormatError(f"{grid_dir / 'config.yaml'}: its axes are not a grid's: {e}") from None
+    write_outputs(_read_table(grid_dir / "ablation.csv", axes), grid_dir, axes, write_csv=False)
+
+
+def grid_config(grid_dir: Path) -> dict:
+    """A grid's config.yaml, its sections checked for what the tables and figures read (a ConfigError or
+    FileFormatError naming the file otherwise)."""
+    from .bench.config import SECTIONS, moved_to_sections
+    from .config import load_yaml
+    path = Path(grid_dir) / "config.yaml"
+    raw = load_yaml(path, "grid config")
+    for name in ("axes", *SECTIONS):
+        if raw.get(name) is not None and not isinstance(raw[name], dict):
+            raise FileFormatError(f"grid config {path}: section {name!r} is not a mapping")
+    try:
+        cfg = moved_to_sections(raw)
+    except ConfigError as e:
+        raise FileFormatError(f"grid config {path}: {e}") from None
+    for section, key, kind in (("axes", None, dict), ("model", "model", str), ("data", "data", str),
+                               ("attack", "attack", str)):
+        value = cfg.get(section) if key is None else (cfg.get(section) or {}).get(key)
+        if not isinstance(value, kind):
+            raise FileFormatError(f"grid config {path} has no {section if key is None else f'{section}.{key}'}: "
+                                  "not an ablation grid's config.yaml")
+    eval_n = (cfg.get("train") or {}).get("eval_n", 0)
+    if isinstance(eval_n, bool) or not isinstance(eval_n, int) or eval_n < 0:
+        raise FileFormatError(f"grid config {path}: train.eval_n={eval_n!r} is not an integer >= 0")
+    cfg.setdefault("train", {})
+    return cfg
+
+
+def _read_table(path: Path, axes: AblateConfig) -> pd.DataFrame:
+    """A grid's ablation.csv, with the columns the tables and figures read."""
+    if not path.is_file():
+        raise FileFormatError(f"{path} does not exist: not a finished ablation grid")
+    try:
+        df = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise FileFormatError(f"{path} is not a readable ablation table: {' '.join(str(e).split())}") from None
+    needed = ["cell", "status", "arm", "error"] + [a for a in AXES if len(getattr(axes, a)) > 1]
+    missing = [c for c in needed if c not in df.columns]
+    if missing:
+        raise FileFormatError(f"{path} lacks the column(s) {', '.join(missing)}: not an ablation grid's table")
+    return df
 
 
 def write_outputs(df: pd.DataFrame, grid_dir: Path, axes: AblateConfig, write_csv: bool = True) -> None:
     grid_dir = Path(grid_dir)
+    cfg = grid_config(grid_dir)  # before anything is written
     if write_csv:
         atomic_write_text(grid_dir / "ablation.csv", df.to_csv(index=False))
-    from .bench.config import moved_to_sections
-    cfg = moved_to_sections(__import__("yaml").safe_load((grid_dir / "config.yaml").read_text()))
     ok = df[df["status"] == "ok"] if "status" in df else df
     varying = [a for a in AXES if len(getattr(axes, a)) > 1]
     lines = ["# Ablation", "", f"Model {cfg['model']['model']}, data `{cfg['data']['data']}`, retraining "

@@ -13,6 +13,12 @@ inside; it may take `width=`). A factory rather than a module, so a ticket's ini
 Every call writes a run directory under `out` (default `runs`) exactly as the CLI does, so it resumes after an
 interruption and its checkpoint opens with `robustlth eval --checkpoint`. Run directories are keyed by the
 configuration and, for a factory, by its source file's content (an edited architecture is a new run).
+
+A factory named by a file (a checkpoint's description, an old run's config.yaml, a ticket's metadata) is code that
+file chooses: `load_checkpoint`, `load_ticket` and `adversarial_train` of a ticket read from a file import it
+only when `trust_factory=` names it (a name, comma-separated names, the factory itself, or a list of those):
+
+    saved = rl.load_checkpoint("runs/train_<hash>", trust_factory=my_net)
 """
 from __future__ import annotations
 
@@ -26,6 +32,7 @@ import torch.nn as nn
 from .config import AttackConfig, ConfigError, DataConfig, ModelConfig, PruneConfig, TrainConfig, config_hash
 from .data import Dataset, as_float, load_dataset
 from .device import resolve_device
+from .factory import TrustSpec
 from .pruning import SearchSpec, Ticket, search_defaults
 from .pipeline import TrainRunResult
 
@@ -74,6 +81,16 @@ def find_ticket(model: ModelSpec, data: DataSpec, *, width: float = 1.0, ratio: 
                       prune=PruneConfig(strategy=strategy, ratio=ratio, rounds=rounds))
     from .pruning import find_ticket as search_ticket
     ticket, _ = search_ticket(spec, dev, out, progress=progress, log=log)
+    ticket.trusted = ticket.trusted | {name}  # the caller named this model: its ticket builds it without asking
+    return ticket
+
+
+def load_ticket(path: Union[str, Path], trust_factory: TrustSpec = None) -> Ticket:
+    """A ticket file (robustlth.pruning's format); a model factory its metadata names must be in `trust_factory`
+    (one UsageError otherwise; registry names need nothing). Reading it imports nothing."""
+    from .pruning.ticket import check_ticket_factory, load_ticket as read_ticket
+    ticket = read_ticket(path, trust_factory=trust_factory)
+    check_ticket_factory(ticket, allow="api")
     return ticket
 
 
@@ -88,11 +105,13 @@ def adversarial_train(model: Union[ModelSpec, Ticket], data: DataSpec, *, width:
                       lr: float = 0.1, attack: str = "pgd", steps: int = 10, eps: float = 8 / 255,
                       batch_size: int = 128, seed: int = 0, warmup: Optional[float] = None,
                       device: Union[str, torch.device] = "auto", out: Union[str, Path] = "runs",
-                      progress: bool = False, log: Log = print, **train: object) -> Trained:
+                      progress: bool = False, log: Log = print, trust_factory: TrustSpec = None,
+                      **train: object) -> Trained:
     """PGD (or `attack`) adversarial training of a dense model or of a ticket. A ticket trains from its stored
     weights under its mask with the paper's retraining warm-up (linear from the search LR to `lr` over 10
     epochs, a quarter of shorter budgets) unless `warmup` (epochs) is given. Other `train` keywords are
-    TrainConfig fields (schedule, milestones, eval_n, precision, ...)."""
+    TrainConfig fields (schedule, milestones, eval_n, precision, ...). A ticket read from a file that names a
+    model factory trains only when `trust_factory` (or the `load_ticket` that read it) trusts that factory."""
     from .pipeline import run_train
     from .training import RunContext
     dev, data_cfg = _device(device), data_config(data)
@@ -103,6 +122,8 @@ def adversarial_train(model: Union[ModelSpec, Ticket], data: DataSpec, *, width:
     attack_cfg = AttackConfig(attack=attack, eps=eps, attack_steps=steps)
     ticket = model if isinstance(model, Ticket) else None
     if ticket is not None:  # the ticket fixes the model; its retraining warm-up applies unless `warmup` is given
+        from .pruning.ticket import check_ticket_factory
+        check_ticket_factory(ticket, trust_factory, allow="api")  # before anything is imported or written
         model_cfg = ModelConfig(model=ticket.meta.model, width=ticket.meta.width)
         ticket_id = ticket.meta.hash or config_hash("mask", {"mask": sorted(ticket.mask)})
     else:
@@ -128,11 +149,14 @@ def evaluate_model(model: nn.Module, data: Union[DataSpec, Dataset], *, attacks:
                                independent=independent, log=log, progress=progress)
 
 
-def load_checkpoint(path: Union[str, Path], device: Union[str, torch.device] = "auto"):
+def load_checkpoint(path: Union[str, Path], device: Union[str, torch.device] = "auto",
+                    trust_factory: TrustSpec = None):
     """Any checkpoint robustlth wrote (train run, bench arm, IMP round, ablation cell) as a `SavedModel`: the
-    model in eval mode, its name, width and the run's data (`.data`) with the size of its final evaluation."""
+    model in eval mode, its name, width and the run's data (`.data`) with the size of its final evaluation.
+    A model factory the checkpoint names is imported only when `trust_factory` names it (else one UsageError,
+    nothing imported); registry models need nothing."""
     from .saved_model import open_checkpoint
-    return open_checkpoint(Path(path), _device(device))
+    return open_checkpoint(Path(path), _device(device), trust_factory=trust_factory, allow="api")
 
 
 def run_bench(model: ModelSpec, data: DataSpec, *, width: float = 1.0, preset: Optional[str] = None,
@@ -156,4 +180,4 @@ def run_bench(model: ModelSpec, data: DataSpec, *, width: float = 1.0, preset: O
 
 
 __all__ = ["Trained", "adversarial_train", "data_config", "evaluate_model", "find_ticket", "load_checkpoint",
-           "model_name", "run_bench"]
+           "load_ticket", "model_name", "run_bench"]

@@ -13,7 +13,7 @@ from .config import (AttackConfig, DataConfig, ModelConfig, PruneConfig, TrainCo
                      check_sections, config_from_args, load_yaml, parse_number)
 from .device import check_device_settings, resolve_device
 from .errors import RobustLTHError, UsageError
-from .replicates import add_seed_args, resolve_seeds
+from .replicates import SEED_MAX, add_seed_args, resolve_seeds
 from .safety import check_output_dir, check_output_file
 from .shared_data import check_preset_data
 
@@ -29,21 +29,51 @@ SECTIONS = {"train": ("data", "model", "train", "attack"),
 
 
 class _Parser(argparse.ArgumentParser):
+    """No abbreviations (--dense-epoch is an error, not --dense-epochs); errors are one line."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str):  # one line, not usage + traceback
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def int_at_least(low: int):
-    """argparse type: an integer >= low."""
+class _CommandParser(_Parser):
+    """A subcommand's parser: it reports an unknown flag itself (naming the command, and the flag meant when a
+    flag was shortened or misspelt) instead of leaving it to the top-level parser."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        ns, extras = super().parse_known_args(args, namespace)
+        if extras:
+            import difflib
+            flags = [o for a in self._actions for o in a.option_strings if o.startswith("--")]
+            first = next((e.split("=", 1)[0] for e in extras if e.startswith("-")), None)
+            close = difflib.get_close_matches(first, flags, n=1) if first else []
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            self.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
+        return ns, extras
+
+
+def int_at_least(low: int, high: Optional[int] = None):
+    """argparse type: an integer >= low (and <= high when given)."""
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             value = None
-        if value is None or value < low:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}")
+        if value is None or value < low or (high is not None and value > high):
+            allowed = f">= {low}" + ("" if high is None else f" and <= {high}")
+            raise argparse.ArgumentTypeError(f"expected an integer {allowed}, got {text!r}")
         return value
     return parse
+
+
+def _config_path(text: str) -> Path:
+    """argparse type of --config: a path, not an empty string (which would name the current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a YAML file, got an empty path")
+    return Path(text)
 
 
 def number_in(low: float, high: float = float("inf"), low_open: bool = False):
@@ -60,15 +90,21 @@ def number_in(low: float, high: float = float("inf"), low_open: bool = False):
     return parse
 
 
+MAX_THREADS = 1024  # torch takes a C int; more threads than this is a typo, not a machine
+MAX_DIST_TIMEOUT_S = 7 * 86400  # a week; beyond, Python's timedelta and the process group's clock overflow
+
+
 def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", type=Path, help="YAML file with sections data/model/train/attack/...; flags override it")
+    p.add_argument("--config", type=_config_path,
+                   help="YAML file with sections data/model/train/attack/...; flags override it")
     p.add_argument("--out", default="runs", help="root folder for run directories (default: runs)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    p.add_argument("--threads", type=int_at_least(1), help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=int_at_least(1, MAX_THREADS),
+                   help=f"torch CPU threads, 1..{MAX_THREADS} (default: torch's choice)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 
@@ -76,7 +112,7 @@ def _parallel(p: argparse.ArgumentParser) -> None:
     """Flags of the commands that run under torchrun (one process per GPU)."""
     p.add_argument("--sync-bn", action="store_true",
                    help="under torchrun: BatchNorm statistics over all processes (default: per process)")
-    p.add_argument("--dist-timeout", type=number_in(0, low_open=True), default=300,
+    p.add_argument("--dist-timeout", type=number_in(0, MAX_DIST_TIMEOUT_S, low_open=True), default=300,
                    help="under torchrun: seconds a process waits for the others before all stop with an error "
                         "(default: %(default)s)")
 
@@ -161,7 +197,7 @@ def cmd_train(args, ctx) -> int:
     model_given = "model" in vars(args) or "width" in vars(args) or "model" in sec
     result, run, _ = run_train(data_cfg, model_cfg, train_cfg, attack_cfg, ctx, args.out, mask_path=args.mask,
                             model_given=model_given, explicit=frozenset(vars(args)) | set(sec.get("train", {})),
-                            progress=args.progress, log=_say)
+                            progress=args.progress, log=_say, trust_factory=args.trust_factory)
     _report(ctx, {"run_dir": str(run.path), **result.final})
     return 0
 
@@ -174,7 +210,8 @@ def cmd_eval(args) -> int:
     from .saved_model import open_checkpoint
     device = _setup(args)
     attacks = validate_attack_names(args.attacks.split(","), args.eps)
-    saved = open_checkpoint(args.checkpoint, device, model=args.model, width=args.width, data=args.data)
+    saved = open_checkpoint(args.checkpoint, device, model=args.model, width=args.width, data=args.data,
+                            trust_factory=args.trust_factory)
     if saved.data is None:
         raise UsageError(f"{saved.checkpoint} does not say which data it was trained on: pass --data SOURCE")
     data = load_dataset(saved.data)  # the run's own data: its test images are the run's own test set
@@ -250,8 +287,10 @@ def cmd_find_ticket(args, ctx) -> int:
 
 def cmd_control(args) -> int:
     from .pruning import load_ticket, make_control, save_ticket
+    from .pruning.ticket import check_ticket_factory
     check_output_file(args.output)
     ticket = load_ticket(args.ticket)
+    check_ticket_factory(ticket, args.trust_factory)  # before a control rebuilds the model the file names
     control = make_control(ticket, args.kind, seed=args.seed, k=args.k)
     save_ticket(args.output, control)
     print(json.dumps({"ticket": str(args.output), "control": control.meta.control,
@@ -424,9 +463,10 @@ def _experiment_parser(sub, name: str, help_text: str, presets: dict, cpu_cost: 
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .factory import parse_trust_flag
     parser = _Parser(prog="robustlth", description="Boosting lottery tickets for cheaper adversarial training.")
     parser.add_argument("--version", action="version", version=f"robustlth {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_CommandParser)
 
     p = sub.add_parser("models", help="list the model registry with parameter counts")
     p.add_argument("names", nargs="*", help="models to list (default: all)")
@@ -438,6 +478,9 @@ def build_parser() -> argparse.ArgumentParser:
     _parallel(p)
     p.add_argument("--mask", type=Path, help="ticket file from find-ticket: train that sparse subnetwork from its "
                                              "stored initial weights")
+    p.add_argument("--trust-factory", action="extend", type=parse_trust_flag, default=[], metavar="PKG.MOD:FN",
+                   help="with --mask: import this model factory when the ticket file names it (a file's factory "
+                        "runs only with your word: this flag, or --model naming it); repeatable, comma-separated")
     for cls in (DataConfig, ModelConfig, TrainConfig, AttackConfig):
         add_config_args(p, cls)
     p.set_defaults(func=cmd_train)
@@ -454,16 +497,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="override (or, for old checkpoints, give) the architecture: registry name or "
                                    "package.module:factory")
     p.add_argument("--width", type=number_in(0, low_open=True), help="override the width multiplier")
+    p.add_argument("--trust-factory", action="extend", type=parse_trust_flag, default=[], metavar="PKG.MOD:FN",
+                   help="import this model factory when the checkpoint (or its run's config.yaml) names it (a "
+                        "file's factory runs only with your word: this flag, or --model); repeatable, comma-separated")
     p.add_argument("--eps", type=number_in(0, 1), default=8 / 255, help="L-inf budget (default: 8/255)")
     p.add_argument("--data", help="override the run's data source (default: the run's own)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress lines")
     p.add_argument("--batch-size", type=int_at_least(1), default=256)
-    p.add_argument("--seed", type=int_at_least(0), default=0)
+    p.add_argument("--seed", type=int_at_least(0, SEED_MAX), default=0, help="seed of the attacks' random starts")
     p.add_argument("--independent", action="store_true",
                    help="run every attack on all clean-correct points (default: only on points still robust)")
     p.add_argument("--output", help="result JSON path (default: inside the run directory)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int_at_least(1))
+    p.add_argument("--threads", type=int_at_least(1, MAX_THREADS))
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("find-ticket", help="search a (boosting) ticket: train, prune, reset; IMP with --rounds; "
@@ -528,8 +574,11 @@ def build_parser() -> argparse.ArgumentParser:
     from .pruning import CONTROLS
     p = sub.add_parser("control", help="make a control ticket: random re-init, random pruning, or noise")
     p.add_argument("--ticket", type=Path, required=True)
+    p.add_argument("--trust-factory", action="extend", type=parse_trust_flag, default=[], metavar="PKG.MOD:FN",
+                   help="import this model factory when the ticket file names it (a file's factory runs only with "
+                        "your word); repeatable, comma-separated")
     p.add_argument("--kind", required=True, choices=CONTROLS)
-    p.add_argument("--seed", type=int_at_least(0), default=1)
+    p.add_argument("--seed", type=int_at_least(0, SEED_MAX), default=1)
     p.add_argument("--k", type=number_in(0), default=0.5, help="noise scale in units of each layer's init std")
     p.add_argument("--output", type=Path, required=True)
     p.set_defaults(func=cmd_control)

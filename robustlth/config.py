@@ -30,6 +30,10 @@ from .registry import Registry
 #    marker (result.json); runs of schema 2 are not reused (their directories stay readable as they are).
 SCHEMA_VERSION = 3
 
+# The largest seed a flag or list of seeds takes: numpy's legacy seeding takes [0, 2**32 - 1], torch up to
+# 2**64 - 1, so every seed in this range works with both (and seed arithmetic such as seed + rank stays in range).
+SEED_MAX = 2**32 - 1
+
 
 def _check(cond: bool, name: str, value: Any, allowed: str) -> None:
     if not cond:
@@ -76,7 +80,7 @@ class Config:
             raise ConfigError(f"{cls.__name__} values must be a mapping of field: value, got {d!r}")
         d = dict(d or {})
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
+        unknown = sorted(str(k) for k in set(d) - known)  # YAML keys may be numbers, booleans or none
         if unknown:
             raise ConfigError(
                 f"unknown field(s) {', '.join(unknown)} for {cls.__name__}; known: {', '.join(sorted(known))}")
@@ -102,9 +106,20 @@ _TYPES = {bool: (lambda v: isinstance(v, bool), "true or false"),
           str: (lambda v: isinstance(v, str), "a string")}
 
 
+INT_MAX = 2**63 - 1  # integers are 64-bit where they meet torch and numpy; a larger one is a typo, not a count
+
+
+def _is_seed(name: str) -> bool:
+    return name in ("seed", "seeds") or name.endswith("_seed")
+
+
 def _scalar(name: str, value: Any, tp: Any) -> Any:
     test, word = _TYPES.get(tp, (lambda v: True, ""))  # other annotations are left to validate()
     _check(test(value), name, value, word)
+    if tp is int and _is_seed(name):  # every seed works with both numpy's and torch's seeding
+        _check(0 <= value <= SEED_MAX, name, value, f"an integer in [0, {SEED_MAX}] (2**32-1)")
+    elif tp is int:
+        _check(-INT_MAX - 1 <= value <= INT_MAX, name, value, "a 64-bit integer")
     return value
 
 
@@ -115,11 +130,26 @@ def _typed(name: str, value: Any, tp: Any) -> Any:
         elem = typing.get_args(base)[0]
         word = _TYPES.get(elem, (None, "a value"))[1]
         _check(isinstance(value, (list, tuple)), name, value, f"a list, each item {word}")
-        return tuple(_scalar(name, v, elem) for v in value)
+        items = tuple(_scalar(name, v, elem) for v in value)
+        _check(all(not (isinstance(v, str) and not v.strip()) for v in items), name, _plain(items),
+               f"a list without empty items, each item {word}")
+        twice = _repeated(items)
+        _check(twice is None, name, _plain(items), f"a list of distinct items ({twice!r} is given twice)")
+        return items
     if value is None:
         _check(optional, name, value, _TYPES.get(base, (None, "a value"))[1])
         return None
     return _scalar(name, value, base)
+
+
+def _repeated(items: typing.Iterable) -> Any:
+    """The first item that occurs twice in `items`, or None."""
+    seen: list = []
+    for v in items:
+        if v in seen:
+            return v
+        seen.append(v)
+    return None
 
 
 def _plain(value: Any) -> Any:
@@ -340,16 +370,49 @@ class PruneConfig(Config):
 # ----------------------------------------------------------------------------------------------------
 # YAML and command-line mapping.
 
-def load_yaml(path: str | Path) -> dict:
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe subset, and a key given twice in one mapping is an error (plain YAML keeps the last one)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base`, then keys that override it: allowed
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                twice = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key (a list or mapping): the constructor below reports it
+                continue
+            if twice:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping", node.start_mark, f"found the key {key!r} twice",
+                    key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(path: str | Path, what: str = "config file") -> dict:
+    """A YAML file that must hold a mapping: a missing, unreadable, binary or malformed file (or a key given twice,
+    or a Python tag) is a ConfigError naming the file."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{what} {path} is a folder, not a YAML file")
     if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
+        raise ConfigError(f"{what} {path} does not exist")
     try:
-        d = yaml.safe_load(path.read_text()) or {}
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what} {path} is not a YAML file: it is not UTF-8 text") from None
+    try:
+        d = yaml.load(text, Loader=_StrictLoader) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+        raise ConfigError(f"{what} {path} is not valid YAML: {e}") from None
+    except (ValueError, OverflowError) as e:  # a value the safe constructors cannot build, e.g. a timestamp
+        raise ConfigError(f"{what} {path} is not valid YAML: {e}") from None
+    except RecursionError:  # the parser recurses once per level of nesting
+        raise ConfigError(f"{what} {path} is nested too deeply to be a config") from None
     if not isinstance(d, dict):
-        raise ConfigError(f"config file {path} must hold a mapping, got {type(d).__name__}")
+        raise ConfigError(f"{what} {path} must hold a mapping, got {type(d).__name__}")
     return d
 
 
@@ -398,14 +461,33 @@ def _parser_for(tp: Any, name: str):
     def parse(text: str):
         if optional and text.lower() in ("none", "null", ""):
             return None
+        if origin in (tuple, typing.Tuple):
+            return _parse_list(text, name, typing.get_args(base)[0])
         try:
-            if origin in (tuple, typing.Tuple):
-                elem = typing.get_args(base)[0]
-                return tuple(_FLAG_TYPES.get(elem, elem)(t.strip()) for t in text.split(",") if t.strip())
             return _FLAG_TYPES.get(base, base)(text)
         except (ValueError, ZeroDivisionError):
             raise argparse.ArgumentTypeError(f"invalid {name} value {text!r}") from None
     return parse
+
+
+def _parse_list(text: str, name: str, elem: Any) -> tuple:
+    """A comma-separated flag value: '' is the empty list; an empty item (a,,b or a trailing comma) or an item
+    given twice is an error, not dropped or kept silently."""
+    if not text.strip():
+        return ()
+    items = [t.strip() for t in text.split(",")]
+    if not all(items):
+        raise argparse.ArgumentTypeError(f"invalid {name} value {text!r}: an empty item between commas "
+                                         "(expected comma-separated values, e.g. a,b)")
+    try:
+        values = tuple(_FLAG_TYPES.get(elem, elem)(t) for t in items)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"invalid {name} value {text!r}") from None
+    twice = _repeated(values)
+    if twice is not None:
+        raise argparse.ArgumentTypeError(f"invalid {name} value {text!r}: {twice!r} is given twice "
+                                         "(expected distinct items)")
+    return values
 
 
 def flag_name(prefix: str, name: str) -> str:

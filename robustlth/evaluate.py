@@ -143,17 +143,34 @@ def _attack_flags(spec: str, model, x, y, eps, batch_size, seed, precision, prog
         return robust_flags(model, attack_from_spec(spec, eps), x, y, batch_size, gen, precision, bar)
 
 
+# Iterative attacks beyond these are typos (pgd2000000 would run for days), not evaluations.
+MAX_ATTACK_STEPS, MAX_ATTACK_RESTARTS = 100_000, 1_000
+
+
 def validate_attack_names(names: Iterable[str], eps: float = 8 / 255) -> list[str]:
-    names = [n.strip() for n in names if n.strip()]
+    """The attack names of a list (--attacks, final_attacks), each checked: no empty item, none twice, every
+    name known and its steps and restarts in range."""
+    given = [n.strip() for n in names]
+    names = [n for n in given if n]
     if not names:
         raise ConfigError("no attacks given: expected e.g. pgd20,pgd100,cw,autoattack")
+    if len(names) != len(given):
+        raise ConfigError(f"invalid attack list {','.join(given)!r}: an empty item between commas (expected "
+                          "comma-separated names, e.g. pgd20,cw)")
+    twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
+    if twice is not None:
+        raise ConfigError(f"invalid attack list {','.join(names)!r}: {twice!r} is given twice (each attack once)")
     for n in names:
         if n == "autoattack":
             continue
         if n.startswith("ta-"):
             _check_torchattacks(n[3:])
             continue
-        attack_from_spec(n, eps)  # the registered attacks (robustlth.attacks.ATTACKS), pgdK[xR] and cw[K][xR]
+        attack = attack_from_spec(n, eps)  # the registered attacks (robustlth.attacks.ATTACKS), pgdK[xR], cw[K][xR]
+        steps, restarts = getattr(attack, "steps", 1), getattr(attack, "restarts", 1)
+        if steps > MAX_ATTACK_STEPS or restarts > MAX_ATTACK_RESTARTS:
+            raise ConfigError(f"invalid attack {n!r}: {steps} steps x {restarts} restarts; expected at most "
+                              f"{MAX_ATTACK_STEPS:,} steps and {MAX_ATTACK_RESTARTS:,} restarts")
     return names
 
 

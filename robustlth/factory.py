@@ -13,11 +13,11 @@ import inspect
 import re
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable, Union
 
 import torch.nn as nn
 
-from .errors import ConfigError
+from .errors import ConfigError, UsageError
 
 _PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
@@ -92,3 +92,60 @@ def factory_digest(path: str) -> str:
         return hashlib.sha256(path.encode()).hexdigest()
     from .safety import file_digest
     return file_digest(source)
+
+
+# ------------------------------------------------------------------------------------------------------
+# A factory named by a file (a checkpoint's description, an old run's config.yaml, a ticket's metadata) is code
+# that file chooses: it is imported only when the user names that same factory (--model on the command line, a
+# YAML given by --config, a Python call's model=) or trusts it explicitly (--trust-factory, trust_factory=).
+# Registry names (cnn6, vgg16, wrn-28-10, ...) import nothing and are never asked about.
+
+TRUST_FLAG = "--trust-factory"
+TrustSpec = Union[None, str, Callable, Iterable[Union[str, Callable]]]
+
+
+def trusted_factories(trust: TrustSpec) -> frozenset:
+    """The factory names `trust` allows: None (none), a name or comma-separated names, a factory itself (its
+    `module:function`), or an iterable of those (a repeated --trust-factory)."""
+    if trust is None:
+        return frozenset()
+    items = [trust] if isinstance(trust, str) or callable(trust) else list(trust)
+    names: set = set()
+    for item in items:
+        if callable(item):
+            names.add(factory_path(item))
+        elif isinstance(item, str):
+            names.update(part.strip() for part in item.split(",") if part.strip())
+        elif item is not None:
+            raise ConfigError(f"trust_factory: expected factory names (package.module:function) or factories, "
+                              f"got a {type(item).__name__}")
+    return frozenset(names)
+
+
+def parse_trust_flag(text: str) -> list:
+    """argparse type of --trust-factory: package.module:function names, comma-separated."""
+    import argparse
+    names = [part.strip() for part in text.split(",")]
+    bad = [n for n in names if not _PATH.match(n)]
+    if bad:
+        raise argparse.ArgumentTypeError(f"expected package.module:function names (comma-separated), got {text!r}")
+    return names
+
+
+def check_trusted(name: object, source: str, trust: TrustSpec = None, allow: str = "cli") -> None:
+    """Refuse (one UsageError, nothing imported) a model factory `name` that the file `source` names unless
+    `trust` allows it. Registry names pass. `allow` words the way out: "cli" (--trust-factory), "cli+model"
+    (--model or --trust-factory) or "api" (trust_factory=)."""
+    if not is_factory_path(name) or name in trusted_factories(trust):
+        return
+    if not _PATH.match(name):  # nothing to trust: not even the shape of a factory name
+        raise UsageError(f"{source} names the model {name!r}: neither a registered model nor a "
+                         "package.module:function factory (nothing was imported)")
+    if allow == "api":
+        how = f"trust_factory={name!r}"
+    elif allow == "cli+model":
+        how = f"--model {name} or {TRUST_FLAG} {name}"
+    else:
+        how = f"{TRUST_FLAG} {name}"
+    raise UsageError(f"{source} names the model factory {name}: robustlth imports no code a file names; if you "
+                     f"trust that code, pass {how}")

@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Optional, Sequence
 
+from .config import SEED_MAX
 from .errors import UsageError
 from .stats import Interval, paired_difference, t_interval, verdict_word
 
@@ -20,9 +21,28 @@ if TYPE_CHECKING:  # pandas is imported where tables are made, not by the CLI's 
 
 def add_seed_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("replicates")
-    g.add_argument("--seeds", help="comma-separated seeds, each its own cached run, aggregated with 95 %% "
-                                   "t-intervals (e.g. 0,1,2)")
+    g.add_argument("--seeds", help="comma-separated distinct seeds in [0, 2**32-1], each its own cached run, "
+                                   "aggregated with 95 %% t-intervals (e.g. 0,1,2)")
     g.add_argument("--replicates", type=int, help="N seeds: seed, seed+1, ..., seed+N-1")
+
+
+def parse_seeds(text: str) -> list[int]:
+    """The --seeds list: comma-separated distinct integers in [0, SEED_MAX]; an empty item is an error."""
+    items = [t.strip() for t in text.split(",")]
+    if not all(items):
+        raise UsageError(f"invalid --seeds {text!r}: an empty item between commas (expected comma-separated "
+                         "integers, e.g. 0,1,2)")
+    try:
+        seeds = [int(t) for t in items]
+    except ValueError:
+        raise UsageError(f"invalid --seeds {text!r}: expected comma-separated integers >= 0") from None
+    bad = next((s for s in seeds if not 0 <= s <= SEED_MAX), None)
+    if bad is not None:
+        raise UsageError(f"invalid --seeds {text!r}: seed {bad} is outside [0, {SEED_MAX}] (2**32-1)")
+    twice = next((s for i, s in enumerate(seeds) if s in seeds[:i]), None)
+    if twice is not None:
+        raise UsageError(f"invalid --seeds {text!r}: expected distinct integers ({twice} is given twice)")
+    return seeds
 
 
 def resolve_seeds(args: argparse.Namespace, base_seed: int) -> Optional[list[int]]:
@@ -33,16 +53,13 @@ def resolve_seeds(args: argparse.Namespace, base_seed: int) -> Optional[list[int
     if n is not None:
         if n < 1:
             raise UsageError(f"invalid --replicates {n}: expected an integer >= 1")
+        if base_seed + n - 1 > SEED_MAX:
+            raise UsageError(f"invalid --replicates {n}: seeds {base_seed}..{base_seed + n - 1} go beyond "
+                             f"{SEED_MAX} (2**32-1)")
         return list(range(base_seed, base_seed + n))
     if seeds_text is None:
         return None
-    try:
-        seeds = [int(t) for t in seeds_text.split(",") if t.strip()]
-    except ValueError:
-        raise UsageError(f"invalid --seeds {seeds_text!r}: expected comma-separated integers >= 0") from None
-    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
-        raise UsageError(f"invalid --seeds {seeds_text!r}: expected distinct integers >= 0")
-    return seeds
+    return parse_seeds(seeds_text)
 
 
 def interval_row(iv: Interval) -> dict:

@@ -21,7 +21,7 @@ import torch
 
 from .version import __version__
 from .config import dump_yaml
-from .errors import RunLockedError
+from .errors import FileFormatError, RunLockedError
 from .safety import append_line, read_json
 
 DEFAULT_ROOT = "runs"
@@ -47,6 +47,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        if e.filename is None:  # a failed write or fsync (a full disk: ENOSPC) does not say which file
+            raise OSError(e.errno, f"{e.strerror or e} while writing", str(path)) from None
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -148,21 +153,35 @@ class RunDir:
     @classmethod
     def create_at(cls, path: str | Path, run_hash: str, config: dict, device: Optional[torch.device] = None,
                   seed: Optional[int] = None) -> "RunDir":
-        run = cls(Path(path))
-        if not (run.path / "config.yaml").exists():
-            atomic_write_text(run.path / "config.yaml", dump_yaml(config))
+        """Create the run directory at `path` (config.yaml, env.json), or reopen it. A reopened directory's
+        record is checked first (`check_record`): a damaged env.json or a config.yaml edited since the run began
+        is refused before anything is written. A new directory that cannot be recorded in full (a full disk) is
+        removed again, so no half-written run directory is left behind."""
+        path = Path(path)
+        old = check_record(path, config)
         env = environment(device)
         env["seed"] = seed
         env["hash"] = run_hash
-        first = run.path / "env.json"
-        if first.exists():  # reopened (resumed, or reused and re-rendered): the first record stays
-            old = json.loads(first.read_text())
-            if old.get("git_commit") == env["git_commit"]:
-                return run
+        if old is not None and old.get("git_commit") == env["git_commit"]:  # reopened by the same commit
+            if (path / "config.yaml").exists():
+                return cls(path)
+            env = old  # the first record stays
+        elif old is not None:  # reopened from another commit: the first record stays, this one is added
             reopened = old.get("reopened_with", [])
+            if not isinstance(reopened, list):
+                raise FileFormatError(f"{path / 'env.json'} is damaged (its reopened_with is not a list); delete "
+                                      f"the run directory {path} to start this run over")
             env = {**old, "reopened_with": reopened + [{k: env[k] for k in ("git_commit", "torch", "device")
                                                         if k in env}]}
-        atomic_write_json(first, env)
+        made = _new_folders(path)
+        try:
+            run = cls(path)
+            if not (run.path / "config.yaml").exists():
+                atomic_write_text(run.path / "config.yaml", dump_yaml(config))
+            atomic_write_json(run.path / "env.json", env)
+        except BaseException:
+            _remove_new(made, ("config.yaml", "env.json"))
+            raise
         return run
 
     def file(self, name: str) -> Path:
@@ -212,6 +231,90 @@ class RunDir:
 
     def read_json(self, name: str) -> Any:
         return read_json(self.path / name)
+
+
+def _new_folders(path: Path) -> list[Path]:
+    """The folders that creating `path` will make, deepest first."""
+    made = []
+    while not path.exists() and path != path.parent:
+        made.append(path)
+        path = path.parent
+    return made
+
+
+def _remove_new(made: list[Path], files: tuple[str, ...]) -> None:
+    """Undo a directory creation that failed half-way: the records written into it, then the new folders."""
+    if not made:
+        return
+    for name in files:
+        (made[0] / name).unlink(missing_ok=True)
+    for folder in made:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
+# config.yaml keys that describe how a run was asked for, not what it runs: which preset chose the settings, the
+# path a ticket was read from (its content is in the hash). They may differ when the same run is reopened.
+DESCRIPTIVE_KEYS = ("preset", "mask")
+
+
+def _difference(recorded: Any, current: Any, where: str = "") -> Optional[str]:
+    """The first setting the file records differently from `current` (keys the file lacks, written by an older
+    version, are not a difference), or None."""
+    if isinstance(recorded, dict) and isinstance(current, dict):
+        for key, value in recorded.items():
+            name = f"{where}.{key}" if where else str(key)
+            if key not in current:
+                return f"it records {name}, which is not a setting of this run"
+            if not where and key in DESCRIPTIVE_KEYS and all(isinstance(v, (str, type(None)))
+                                                              for v in (value, current[key])):
+                continue
+            found = _difference(value, current[key], name)
+            if found:
+                return found
+        return None
+    if recorded != current or isinstance(recorded, bool) != isinstance(current, bool):
+        return f"{where or 'its content'} is {_short(recorded)} there but {_short(current)} in this run"
+    return None
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def check_record(path: str | Path, config: dict) -> Optional[dict]:
+    """Check the record of an existing run directory before it is reopened, and return its env.json (None
+    for a directory not made yet). Resume never lies: a config.yaml that no longer matches the run its
+    directory's hash names (edited by hand) is refused, as is a damaged config.yaml or env.json; each is one
+    line naming the file and what to do. Only reads, so every process of a data-parallel run may call it."""
+    import yaml
+    path = Path(path)
+    start_over = f"delete the run directory {path} to start this run over"
+    cfg_file, env_file = path / "config.yaml", path / "env.json"
+    if cfg_file.exists():
+        try:
+            recorded = yaml.safe_load(cfg_file.read_text())
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise FileFormatError(f"{cfg_file} is damaged (not readable YAML: {reason}); {start_over}") from None
+        diff = _difference(recorded, yaml.safe_load(dump_yaml(config)))
+        if diff:
+            raise FileFormatError(f"{cfg_file} no longer matches the run its directory is named for ({diff}; "
+                                  "edited by hand?): resuming would run other settings than the file says; restore "
+                                  f"the file, or {start_over}")
+    if not env_file.exists():
+        return None
+    try:
+        old = json.loads(env_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        old = None
+    if not isinstance(old, dict):
+        raise FileFormatError(f"{env_file} is damaged (not a JSON object recording the run's environment); "
+                              f"{start_over}")
+    return old
 
 
 def read_jsonl(path: Path) -> list[dict]:

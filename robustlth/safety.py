@@ -33,6 +33,13 @@ def safe_torch_load(path: Path, what: str, start_over: str = "") -> Any:
             reason = "it holds more than tensors and plain containers, so it is refused unloaded"
         hint = f"; {start_over}" if start_over else ""
         raise FileFormatError(f"{path} is not a readable {what} ({reason}){hint}") from None
+    except OSError as e:
+        if e.filename is not None:  # opening it failed (no permission, a folder): the error names the path
+            raise
+        # Reading its content failed (a truncated zip makes torch's reader fail with a bare [Errno 22]).
+        hint = f"; {start_over}" if start_over else ""
+        raise FileFormatError(f"{path} is not a readable {what} (damaged or truncated: "
+                              f"{e.strerror or type(e).__name__}){hint}") from None
 
 
 def read_json(path: Path, what: str = "JSON file") -> Any:

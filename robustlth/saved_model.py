@@ -12,6 +12,7 @@ import torch.nn as nn
 
 from .config import DataConfig, ModelConfig, load_yaml
 from .errors import UsageError
+from .factory import TrustSpec, check_trusted
 from .training.checkpoint import checkpoint_architecture, read_description
 
 
@@ -50,16 +51,27 @@ def _from_config_yaml(ckpt: Path) -> dict:
 
 
 def open_checkpoint(path: Path, device: torch.device, model: Optional[str] = None, width: Optional[float] = None,
-                    data: Optional[str] = None) -> SavedModel:
+                    data: Optional[str] = None, trust_factory: TrustSpec = None,
+                    allow: str = "cli+model") -> SavedModel:
     """The trained model of a checkpoint, in eval mode on `device`; `model`/`width`/`data` override (or, for old
-    checkpoints, supply) the description."""
+    checkpoints, supply) the description.
+
+    A model factory (`package.module:function`) that the checkpoint or its run's config.yaml names is code the
+    file chooses: it is imported only when `model` names it or `trust_factory` allows it, else one UsageError
+    (worded for the command line, or `allow="api"` for Python) before anything is imported."""
     from .models import build_model
     ckpt = checkpoint_file(path)
     describe, saved = read_description(ckpt)
     weights = saved["model"]
+    source = ckpt
     if describe is None:
-        describe = ({"model": model, "width": width or 1.0, "data": None, "eval_n": None, "kind": "checkpoint",
-                     "mask": None} if model else _from_config_yaml(ckpt))
+        if model:
+            describe = {"model": model, "width": width or 1.0, "data": None, "eval_n": None, "kind": "checkpoint",
+                        "mask": None}
+        else:
+            describe, source = _from_config_yaml(ckpt), ckpt.parent / "config.yaml"
+    if not model:  # the file chooses the model: a factory only with the user's word
+        check_trusted(describe["model"], str(source), trust_factory, allow)
     name = model or describe["model"]
     width = float(width if width is not None else describe["width"])
     ModelConfig(model=name, width=width)  # validated: one line for an unknown name or a factory that won't import
@@ -67,6 +79,10 @@ def open_checkpoint(path: Path, device: torch.device, model: Optional[str] = Non
     spec = DatasetSpec.from_dict(saved.get("data_spec"))  # CIFAR-10 for checkpoints that do not record it
     arch = checkpoint_architecture(saved, ckpt)  # a shrunk structured ticket rebuilds from its channel counts
     channels = arch["channels"] if arch and arch["model"] == name and float(arch["width"]) == width else None
+    from .models.shrink import state_mismatch  # shapes checked unallocated: an edited width builds nothing huge
+    problem = state_mismatch(name, width, spec, weights, channels)
+    if problem:
+        raise UsageError(f"{ckpt} could not be loaded as a {name} checkpoint at width {width:g} ({problem})")
     net = build_model(name, width, spec, channels=channels)
     try:
         net.load_state_dict(weights)

@@ -18,13 +18,14 @@ and claims trainings are all stages.
 from __future__ import annotations
 
 import dataclasses
+import json
 import typing
 from pathlib import Path
 from typing import Any, ClassVar, Optional
 
 from .config import Config, config_hash
 from .errors import FileFormatError
-from .runs import RunDir
+from .runs import RunDir, check_record
 from .safety import read_json
 
 DONE = "result.json"  # the one done marker: a stage whose directory holds it is finished
@@ -73,8 +74,29 @@ def _result_type(tp: Any) -> Optional[type]:
     return tp if isinstance(tp, type) and issubclass(tp, Result) else None
 
 
+_JSON_TYPES = {float: ((int, float), "a number"), int: ((int,), "an integer"), str: ((str,), "a string"),
+               bool: ((bool,), "true or false"), list: ((list,), "a list"), dict: ((dict,), "an object")}
+
+
+def _check_type(value: Any, tp: Any, where: str) -> None:
+    """A plain field of a result must hold its JSON type (a damaged or hand-edited result.json fails here, with
+    the file named, never later inside a report or a headline)."""
+    base = typing.get_origin(tp) or tp
+    if base not in _JSON_TYPES:
+        return
+    kinds, text = _JSON_TYPES[base]
+    if not isinstance(value, kinds) or (base is not bool and isinstance(value, bool)):
+        raise FileFormatError(f"{where} is {type(value).__name__} {_shown(value)}, expected {text} (damaged or "
+                              "edited? delete the stage's directory to run it again)")
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def _typed(value: Any, tp: Any, where: str) -> Any:
-    """Rebuild nested results from their JSON (other values are kept as they are)."""
+    """Rebuild nested results from their JSON, checking plain values against their annotated type."""
     if value is None:
         return None
     origin, args = typing.get_origin(tp), typing.get_args(tp)
@@ -83,6 +105,7 @@ def _typed(value: Any, tp: Any, where: str) -> Any:
         return _typed(value, inner[0], where) if len(inner) == 1 else value
     if _result_type(tp):
         return tp.from_dict(value, where)
+    _check_type(value, tp, where)
     if origin is list and args and _result_type(args[0]):
         return [args[0].from_dict(v, f"{where}[{i}]") for i, v in enumerate(value)]
     if origin is dict and len(args) == 2 and _result_type(args[1]):
@@ -143,6 +166,8 @@ def run_stage(stage: Stage, root: str | Path, ctx) -> Result:
     """Run `stage` under `root` (or load its result when it is done); see the module docstring."""
     path = stage.path(root)
     done = path / DONE
+    if path.is_dir():  # resume never lies: an edited config.yaml or a damaged env.json is refused (every process)
+        check_record(path, stage.record())
     if done.exists():  # written after the stage's last collective, so every process sees the same here
         return load_result(stage, done)
     stage.check(ctx)

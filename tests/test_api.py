@@ -64,18 +64,18 @@ def test_api_ticket_train_evaluate_and_cli_eval(tmp_path, capsys):
     ticket = rl.find_ticket(tiny_net, data, epochs=1, rounds=2, ratio=0.5, **common)
     assert ticket.meta.model.endswith("tiny_net") and abs(ticket.sparsity()["sparsity"] - 0.75) < 0.05
     (round2,) = tmp_path.glob("ticket_*/round_2")  # an IMP round's checkpoint opens on its own too
-    assert rl.load_checkpoint(round2, "cpu").kind == "IMP round 2"
+    assert rl.load_checkpoint(round2, "cpu", trust_factory=tiny_net).kind == "IMP round 2"
     trained = rl.adversarial_train(ticket, data, epochs=2, steps=2, eval_steps=2, **common)
     # The paper's warm-up is on by default for tickets: from the search LR over a quarter of the budget.
     assert trained.result.settings["warmup_epochs"] == 0.5
     r = rl.evaluate_model(trained.model, data, attacks=["pgd3"], n=30, log=None)
     assert r["n"] == 30 and r["worst_case"] <= r["clean"]
-    saved = rl.load_checkpoint(trained.run_dir, "cpu")
+    saved = rl.load_checkpoint(trained.run_dir, "cpu", trust_factory=ticket.meta.model)
     assert saved.model_name == ticket.meta.model and saved.data == data and abs(saved.sparsity - 0.75) < 0.05
     assert (trained.run_dir / "run.log").read_text().count("ticket training epoch") == 2
     from robustlth.cli import main
     assert main(["eval", "--checkpoint", str(trained.run_dir), "--attacks", "pgd3", "--device", "cpu",
-                 "--no-progress"]) == 0
+                 "--no-progress", "--trust-factory", ticket.meta.model]) == 0  # the file's factory, trusted
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["n"] == 40  # the run's own test set, all of it
 
@@ -89,9 +89,11 @@ def test_custom_model_example_runs(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "worst case over PGD-20 and AutoAttack on 20 test images" in done.stdout
     run_dir = done.stdout.strip().split("checkpoint: ")[-1]
-    # The script's factory is recorded as custom_model:small_cnn: `robustlth eval` imports it from examples/.
+    # The script's factory is recorded as custom_model:small_cnn: `robustlth eval` imports it from examples/
+    # when the user trusts it (a factory a checkpoint names is never imported on the file's word alone).
     env["PYTHONPATH"] = f"{ROOT}{os.pathsep}{ROOT / 'examples'}"
     ev = subprocess.run([sys.executable, "-m", "robustlth", "eval", "--checkpoint", run_dir, "--attacks", "pgd3",
-                         "--device", "cpu"], env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+                         "--device", "cpu", "--trust-factory", "custom_model:small_cnn"], env=env,
+                        capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert ev.returncode == 0, ev.stderr[-2000:]
     assert "evaluating custom_model:small_cnn" in ev.stderr

@@ -96,7 +96,7 @@ def test_arm_registry_lists_and_pairs():
     assert pairs(["dense", "ticket", "reinit", "fast_at"]) == [("ticket", "dense"), ("ticket", "reinit")]
     with pytest.raises(ConfigError, match="arms='nosuch': expected one of dense"):
         _setup(bench={"arms": ["dense", "ticket", "nosuch"]})
-    with pytest.raises(ConfigError, match="each arm once"):
+    with pytest.raises(ConfigError, match="'ticket' is given twice"):
         _setup(bench={"arms": ["dense", "ticket", "ticket"]})
 
 

@@ -39,7 +39,6 @@ class BenchConfig(Config):
         "help": "time-to-target counts an arm as there within this of the dense final PGD-20"})
 
     def validate(self) -> None:
-        _check(len(set(self.arms)) == len(self.arms), "arms", list(self.arms), "each arm once")
         for a in self.arms:
             ARMS.check(a, "arms")
         if "dense" not in self.arms or "ticket" not in self.arms:

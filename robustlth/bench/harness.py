@@ -16,13 +16,13 @@ import torch
 
 from ..config import ConfigError
 from ..data import Dataset, load_dataset
-from ..errors import UsageError
-from ..models import build_model
+from ..errors import FileFormatError, UsageError
+from ..models import build_checked_model
 from ..progress import tee_log
 from ..runs import RunDir, environment
 from ..stages import Result, Stage, run_stage
 from ..training import RunContext
-from .arms import ArmResult, ArmStage
+from .arms import Arm, ArmResult, ArmStage
 from .config import MIN_TRAIN_IMAGES, BenchSetup
 from .metrics import final_metrics
 
@@ -129,14 +129,52 @@ def check_world_size(s: BenchSetup, ctx: RunContext) -> None:
                          f"{ctx.world_size} processes; use a multiple of {ctx.world_size}")
 
 
-def check_bench(s: BenchSetup, data: Dataset, preset: Optional[str], allow_small_data: bool, ctx) -> None:
+def check_bench(s: BenchSetup, data: Dataset, preset: Optional[str], allow_small_data: bool, ctx,
+                root: Optional[str | Path] = None) -> None:
     """Everything a bench can check before any arm trains or any directory is written."""
     check_world_size(s, ctx)
+    # The model, tried on one sample batch of the data (a user factory that fails, or the wrong class count).
+    model = build_checked_model(s.model.model, s.model.width, data.spec, tuple(data.train.x.shape[1:]))
     if {"structured", "structured_fast"} & set(s.bench.arms):  # a model that cannot be shrunk
         from ..models.shrink import channel_groups
-        channel_groups(build_model(s.model.model, s.model.width, data.spec))
+        if not hasattr(model, "net"):  # a user factory's own module: no channel groups robustlth knows
+            raise ConfigError(f"model={s.model.model!r} is a user factory: the structured arms cannot shrink it; "
+                              "drop structured and structured_fast from --arms")
+        channel_groups(model)
     if not allow_small_data:
         check_data_size(preset, data)
+    check_done_arms(s, data, ctx, root)
+
+
+def check_done_arms(s: BenchSetup, data: Dataset, ctx, root) -> None:
+    """The arms (and their searches) already on disk, shared with other benches, are read before this bench's
+    directory is made: a damaged or edited result.json or config.yaml is one line now, not a half-made bench."""
+    if root is None:
+        return
+    from ..runs import check_record
+    from ..stages import DONE, load_result
+    for arm in s.bench.arms:
+        stage = ArmStage(arm, s, data)
+        path = stage.path(root)
+        if not path.is_dir():
+            continue
+        check_record(path, stage.record())
+        if (path / DONE).exists():
+            load_result(stage, path / DONE)
+        elif (path / "checkpoint.pt").exists() and type(stage.recipe).build is Arm.build:
+            check_arm_checkpoint(path / "checkpoint.pt", s, data)
+
+
+def check_arm_checkpoint(ckpt: Path, s: BenchSetup, data: Dataset) -> None:
+    """An interrupted arm that trains the bench's own model (dense, fast AT) resumes from its checkpoint: one of
+    another model (a copied or replaced file) is refused before anything is written."""
+    from ..models.shrink import state_mismatch
+    from ..training.checkpoint import read_description
+    saved = read_description(ckpt)[1]
+    problem = state_mismatch(s.model.model, s.model.width, data.spec, saved["model"])
+    if problem:
+        raise FileFormatError(f"{ckpt} is not a checkpoint of this arm's {s.model.model} at width {s.model.width:g} "
+                              f"({problem}); delete {ckpt.parent} to start this arm over")
 
 
 def run_bench(s: BenchSetup, device: torch.device, root: str | Path = "runs", preset: Optional[str] = None,
@@ -147,7 +185,7 @@ def run_bench(s: BenchSetup, device: torch.device, root: str | Path = "runs", pr
     same results)."""
     ctx = ctx if ctx is not None else RunContext(device)
     data = load_dataset(s.data)  # bad data fails before anything is written
-    check_bench(s, data, preset, allow_small_data, ctx)
+    check_bench(s, data, preset, allow_small_data, ctx, root)
     stage = BenchStage(s, preset, data, progress, log if ctx.is_primary else None)
     result = run_stage(stage, root, ctx)
     return result.to_dict(), RunDir(stage.path(root))

@@ -8,7 +8,7 @@ from typing import Iterable, Optional
 
 import pandas as pd
 
-from ..errors import UsageError
+from ..errors import FileFormatError, UsageError
 from ..plotting import binomial_se
 from ..runs import atomic_write_text
 from ..safety import read_json
@@ -212,7 +212,102 @@ def load_results(run_dir: Path) -> dict:
     if not (isinstance(results, dict) and {"config", "environment", "headline", "arms"} <= set(results)):
         raise UsageError(f"{path} is not a benchmark's {DONE} (a train or other run?): `robustlth report` "
                          "reads bench run directories")
+    problem = _results_problem(results)
+    if problem:
+        raise FileFormatError(f"{path} is an incomplete or damaged benchmark results file: {problem}; run the "
+                              "bench again to rewrite it")
     return results
+
+
+# What a report reads from a result.json, checked before any of it is written: "num" a number, "num?" a number
+# or null, "int" an integer, "str" a string, "str?" a string or null, "dict" any mapping, or a nested mapping.
+_NUM, _OPT_NUM = "num", "num?"
+_CONFIG_KEYS = {"data": {"data": "str"}, "model": {"model": "str", "width": _NUM},
+                "train": {"eval_n": "int", "seed": "int"},
+                "bench": {"target_tolerance": _NUM, "dense_epochs": "int", "ticket_epochs": "int",
+                          "search_epochs": "int", "search_attack": "str"},
+                "attack": {"attack": "str", "attack_steps": "int"}, "prune": {"strategy": "str", "ratio": _NUM}}
+_HEADLINE_KEYS = {"total_time_ratio": _NUM, "target_pgd20": _NUM, "target_split": "str", "time_to_target": "dict"}
+_ARM_KEYS = {"eval_split": "str", "epochs": "int", "sparsity": _NUM, "search_time": _NUM, "train_time": _NUM,
+             "total_time": _NUM, "eval_time": _NUM, "stopped": "str?", "curve": "list", "final": "dict?"}
+_POINT_KEYS = {"epoch": "int", "wall_clock": _NUM, "clean": _OPT_NUM, "pgd20": _OPT_NUM}
+_FINAL_KEYS = {"n": "int", "worst_case": _NUM, "clean": _NUM, "attacks": "list", "warnings": "list"}
+_ATTACK_KEYS = {"name": "str", "robust_after": _NUM}
+
+
+def _kind_ok(value, kind: str) -> bool:
+    if kind.endswith("?") and value is None:
+        return True
+    kind = kind.rstrip("?")
+    if kind in ("num", "int"):
+        return isinstance(value, (int, float) if kind == "num" else int) and not isinstance(value, bool)
+    return isinstance(value, {"str": str, "dict": dict, "list": list}[kind])
+
+
+def _keys_problem(d, keys: dict, where: str) -> Optional[str]:
+    """The first key of `keys` that `d` (at `where`) lacks or holds with the wrong kind of value, as a phrase."""
+    if not isinstance(d, dict):
+        return f"{where} is not a mapping"
+    for k, kind in keys.items():
+        at = f"{where}.{k}"
+        if k not in d:
+            return f"{at} is missing"
+        if isinstance(kind, dict):
+            problem = _keys_problem(d[k], kind, at)
+            if problem:
+                return problem
+        elif not _kind_ok(d[k], kind):
+            return f"{at} is {d[k]!r}, not {_KIND_WORDS[kind]}"
+    return None
+
+
+_KIND_WORDS = {"num": "a number", "num?": "a number or null", "int": "an integer", "str": "a string",
+               "str?": "a string or null", "dict": "a mapping", "dict?": "a mapping or null", "list": "a list"}
+
+
+def _results_problem(results: dict) -> Optional[str]:
+    """What keeps a report from being written out of `results` (a phrase naming the key), or None."""
+    problem = (_keys_problem(results["config"], _CONFIG_KEYS, "config")
+               or _keys_problem(results["headline"], _HEADLINE_KEYS, "headline"))
+    if problem:
+        return problem
+    if not isinstance(results["environment"], dict):
+        return "environment is not a mapping"
+    arms, ttt = results["arms"], results["headline"]["time_to_target"]
+    if not isinstance(arms, dict):
+        return "arms is not a mapping of arm name: results"
+    for name in ("dense", "ticket"):
+        if name not in arms:
+            return f"arms.{name} is missing (a bench has arms dense and ticket)"
+    for name, value in ttt.items():
+        if not _kind_ok(value, _OPT_NUM):
+            return f"headline.time_to_target.{name} is {value!r}, not a number or null"
+    if not _kind_ok(ttt.get("dense"), _NUM):
+        return "headline.time_to_target.dense is missing"
+    if ttt.get("ticket") is not None and not _kind_ok(results["headline"].get("time_to_target_vs_dense"), _NUM):
+        return "headline.time_to_target_vs_dense is missing"
+    for name, arm in arms.items():
+        problem = _keys_problem(arm, _ARM_KEYS, f"arms.{name}")
+        if problem:
+            return problem
+        if not arm["curve"]:
+            return f"arms.{name}.curve is empty"
+        for i, point in enumerate(arm["curve"]):
+            problem = _keys_problem(point, _POINT_KEYS, f"arms.{name}.curve[{i}]")
+            if problem:
+                return problem
+        final = arm["final"]
+        if final:
+            problem = _keys_problem(final, _FINAL_KEYS, f"arms.{name}.final")
+            if problem:
+                return problem
+            for i, a in enumerate(final["attacks"]):
+                problem = _keys_problem(a, _ATTACK_KEYS, f"arms.{name}.final.attacks[{i}]")
+                if problem:
+                    return problem
+    if "arm_dirs" in results and not isinstance(results["arm_dirs"], dict):
+        return "arm_dirs is not a mapping"
+    return None
 
 
 def compare(run_dirs: list[Path]) -> pd.DataFrame:

@@ -64,6 +64,8 @@ def validate_arrays(where: str, key_x: str, x: np.ndarray, key_y: str, y: np.nda
                         "expected a 1-D integer label array")
     if y.shape[0] != x.shape[0]:
         raise DataError(f"{where}: key {key_y!r} has {y.shape[0]} labels but {key_x!r} has {x.shape[0]} images")
+    if x.shape[0] == 0:
+        raise DataError(f"{where}: key {key_x!r} holds no images; every split needs at least one (N >= 1)")
     if y.size and (y.min() < 0 or (num_classes is not None and y.max() >= num_classes)):
         top = "" if num_classes is None else num_classes - 1
         raise DataError(f"{where}: key {key_y!r} has labels in [{y.min()}, {y.max()}], expected 0..{top}")
@@ -106,6 +108,8 @@ def _decode_jpegs(path: Path, blob: np.ndarray, offsets: np.ndarray, key: str) -
     if offsets.ndim != 1 or offsets.size < 1 or offsets[0] != 0 or offsets[-1] != blob.size \
             or np.any(np.diff(offsets) <= 0):
         raise DataError(f"{path}: key 'offsets_{key}' must be increasing offsets from 0 to len(jpeg_{key})")
+    if offsets.size < 2:
+        raise DataError(f"{path}: key 'jpeg_{key}' holds no images; every split needs at least one (N >= 1)")
     data = torch.from_numpy(blob)
     chunks = [data[offsets[i]:offsets[i + 1]] for i in range(offsets.size - 1)]
     try:

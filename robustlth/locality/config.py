@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Tuple
 
-from ..config import Config, _check
+from ..config import SEED_MAX, Config, _check
 from ..shared_data import EXACT_SUBSET_SOURCE
 
 # Plain SGD at the SPEC's LR and batch (the LR as given, not scaled from batch 128); no augmentation; no PGD
@@ -48,6 +48,7 @@ class LocalityConfig(Config):
         _check(0 <= self.data_fraction < 1, "data_fraction", self.data_fraction, "a fraction in [0, 1) (0: off)")
         _check(isinstance(self.superclasses, int) and (self.superclasses == 0 or 2 <= self.superclasses <= 5),
                "superclasses", self.superclasses, "0 (off) or an integer in 2..5")
+        _check(0 <= self.label_seed <= SEED_MAX, "label_seed", self.label_seed, f"an integer in [0, {SEED_MAX}]")
         _check(isinstance(self.radius, int) and 0 <= self.radius <= 31, "radius", self.radius, "an integer in 0..31")
         _check(all(isinstance(k, int) and k >= 1 for k in self.remove_units), "remove_units", self.remove_units,
                "positive integers")

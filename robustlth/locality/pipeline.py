@@ -141,7 +141,7 @@ class LocalityAnalysis(Stage):
     def analyse(self, stage: LocalityTraining, summary: RoundSummary, device: torch.device) -> LocalityArm:
         """An analysed arm: its summary and, for a sparse first layer, the unit-removal accuracies."""
         run = stage_dir(stage, self.root)
-        ticket = load_ticket(run.file("ticket.pt"))
+        ticket = load_ticket(run.file("ticket.pt"), trust_factory=self.model_cfg.model)
         model = ticket_model(ticket).to(device)
         model.load_state_dict(load_state_file(run.file("trained.pt"), "trained state"))
         first = ticket.mask[first_layer(model)]
@@ -153,8 +153,8 @@ def first_layer_masks(result: LocalityResult, root: Path) -> dict[str, torch.Ten
     """Each analysed arm's first-layer mask, from its training's ticket."""
     masks = {}
     for k, arm in result.arms.items():
-        ticket = load_ticket(Path(root) / arm.stage / "ticket.pt")
-        masks[k] = ticket.mask[first_layer(ticket_model(ticket))]
+        mask = load_ticket(Path(root) / arm.stage / "ticket.pt").mask
+        masks[k] = mask[next(iter(mask))]  # masks list the prunable weights in the model's order
     return masks
 
 

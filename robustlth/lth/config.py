@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
-from ..config import Config, _check, _choice
+from ..config import SEED_MAX, Config, _check, _choice
 
 LTH_MODELS = ("conv2", "conv4", "conv6")
 INITS = ("glorot", "default")
@@ -21,7 +21,8 @@ class LTHConfig(Config):
     models: Tuple[str, ...] = field(default=LTH_MODELS, metadata={"help": "networks: conv2, conv4, conv6"})
     width: float = field(default=1.0, metadata={"help": "width multiplier of the networks"})
     seeds: Tuple[int, ...] = field(default=(0, 1), metadata={"help": "seeds (initialisation, batch order)"})
-    rounds: int = field(default=5, metadata={"help": "pruned IMP rounds after the dense round 0"})
+    rounds: int = field(default=5, metadata={"help": "pruned IMP rounds after the dense round 0 (0: the dense "
+                                                     "round alone, no ticket and no controls)"})
     conv_rate: Optional[float] = field(default=None, metadata={
         "help": "fraction of each conv layer's remaining weights pruned per round (none: the paper's 0.10 for "
                 "Conv-2/4, 0.15 for Conv-6)"})
@@ -50,8 +51,9 @@ class LTHConfig(Config):
         for m in self.models:
             _choice("models", m, LTH_MODELS)
         _check(self.width > 0, "width", self.width, "a positive number")
-        _check(len(self.seeds) >= 1 and all(s >= 0 for s in self.seeds) and len(set(self.seeds)) == len(self.seeds),
-               "seeds", self.seeds, "distinct integers >= 0")
+        _check(len(self.seeds) >= 1 and all(0 <= s <= SEED_MAX for s in self.seeds)
+               and len(set(self.seeds)) == len(self.seeds), "seeds", self.seeds,
+               f"distinct integers in [0, {SEED_MAX}] (2**32-1)")
         _check(isinstance(self.rounds, int) and 0 <= self.rounds <= 40, "rounds", self.rounds, "an integer in 0..40")
         for name in ("conv_rate", "output_rate"):
             v = getattr(self, name)

@@ -9,7 +9,7 @@ from typing import Callable, Optional
 import torch.nn as nn
 
 from ..datasets import DatasetSpec
-from ..errors import ConfigError
+from ..errors import ConfigError, RobustLTHError
 from ..factory import build_factory_model, is_factory_path, resolve_factory
 from ..registry import Registry
 from .common import Normalized
@@ -76,7 +76,12 @@ def build_model(name: str, width: float, spec: DatasetSpec, channels: Optional[l
     if is_factory_path(name):
         if channels is not None:
             raise ConfigError(f"model={name!r} is a user factory: structured tickets cannot shrink it")
-        return build_factory_model(name, width)
+        try:
+            return build_factory_model(name, width)
+        except RobustLTHError:
+            raise
+        except Exception as e:  # the user's own code failed: one line naming the factory, not a traceback
+            raise ConfigError(f"model factory {name} failed: {_first_line(e)}") from None
     check_model_name(name)
     if (spec.channels, spec.image_size) != (3, 32):
         raise ConfigError(f"dataset {spec.name!r} has {spec.channels}x{spec.image_size}x{spec.image_size} images; "
@@ -100,9 +105,53 @@ def build_model(name: str, width: float, spec: DatasetSpec, channels: Optional[l
     return model
 
 
+def _first_line(e: BaseException) -> str:
+    text = (str(e).strip().splitlines() or [""])[0]
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def check_model_output(model: nn.Module, name: str, spec: DatasetSpec, image_shape: tuple[int, ...]) -> None:
+    """Run one sample batch of the data's image shape through `model` (eval mode, no gradients, on CPU): its
+    output must be one logit per class, [N, num_classes]. A user factory's model whose forward fails is one
+    line naming the factory; a built-in model failing here is a bug and surfaces as a traceback."""
+    import torch
+    x = torch.full((2, *image_shape), 0.5)
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            out = model(x)
+    except RobustLTHError:
+        raise
+    except Exception as e:
+        if not is_factory_path(name):
+            raise
+        raise ConfigError(f"model factory {name}: its model fails on a batch of {tuple(x.shape)} images "
+                          f"({_first_line(e)})") from None
+    finally:
+        model.train(was_training)
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, spec.num_classes):
+        got = f"shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else f"a {type(out).__name__}"
+        raise ConfigError(f"model {name} outputs {got} for a batch of 2 images of {'x'.join(map(str, image_shape))}; "
+                          f"expected (2, {spec.num_classes}): one logit per class of dataset {spec.name}")
+
+
+def build_checked_model(name: str, width: float, spec: DatasetSpec,
+                        image_shape: Optional[tuple[int, ...]] = None) -> nn.Module:
+    """`build_model` plus `check_model_output` on the data's image shape (default: the spec's), leaving the
+    global random state as it was: what commands call before anything is written, to refuse a model that
+    cannot train on the data (a user factory that raises, returns no module, or has the wrong class count)."""
+    import torch
+    with torch.random.fork_rng(devices=[]):
+        model = build_model(name, width, spec)
+    check_model_output(model, name, spec,
+                       tuple(image_shape) if image_shape else (spec.channels, spec.image_size, spec.image_size))
+    return model
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["MODELS", "build_model", "check_model_name", "count_parameters", "model_names", "shrinkable_models",
-           "Normalized"]
+__all__ = ["MODELS", "build_checked_model", "build_model", "check_model_name", "check_model_output",
+           "count_parameters", "model_names", "shrinkable_models", "Normalized"]

@@ -137,3 +137,35 @@ def count_macs(model: nn.Module, image: tuple[int, int, int] = (3, 32, 32)) -> i
         for h in handles:
             h.remove()
     return total
+
+
+def state_mismatch(name: str, width: float, spec: DatasetSpec, state: dict,
+                   channels: Optional[list] = None) -> Optional[str]:
+    """How a stored state_dict (a checkpoint's or a ticket's) fails to fit model `name` at `width` (shrunk to
+    `channels`), or None when it fits. The model is built on the meta device, so a record edited to absurd sizes
+    (a width or channel count of billions) is refused before anything of that size is allocated. A user's
+    factory is not built here (it is built, for real, by whoever names it)."""
+    from ..factory import is_factory_path
+    from . import build_model
+    if is_factory_path(name):
+        return None
+    size = f"{name} at width {width:g}" + (" with its recorded channel counts" if channels is not None else "")
+    try:
+        with torch.device("meta"):
+            expected = build_model(name, width, spec, channels=channels).state_dict()
+    except ConfigError as e:
+        return str(e)
+    except (RuntimeError, ValueError, OverflowError, MemoryError) as e:
+        return f"{size} cannot be built ({(str(e).strip().splitlines() or [type(e).__name__])[0]})"
+    if not isinstance(state, dict):
+        return "its weights are not a mapping of names to tensors"
+    for key, want in expected.items():
+        got = state.get(key)
+        if not isinstance(got, torch.Tensor):
+            return f"it has no tensor {key} of {size}"
+        if tuple(got.shape) != tuple(want.shape):
+            return f"{key} has shape {tuple(got.shape)} but {size} has {tuple(want.shape)}"
+    extra = [k for k in state if k not in expected]
+    if extra:
+        return f"{extra[0]} is not a tensor of {size}"
+    return None

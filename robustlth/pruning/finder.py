@@ -17,7 +17,7 @@ import torch.nn as nn
 
 from ..config import AttackConfig, DataConfig, ModelConfig, PruneConfig, TrainConfig
 from ..data import Dataset, load_dataset
-from ..models import build_model
+from ..models import build_model, check_model_output
 from ..progress import tee_log
 from ..runs import RunDir
 from ..stages import Result, Stage, is_done, run_stage, stage_dir
@@ -283,6 +283,8 @@ class TicketSearch(Stage):
         seed_everything(s.search.seed)
         self.model = build_model(s.model.model, s.model.width, self.data.spec)
         self.theta0 = {k: v.clone() for k, v in self.model.state_dict().items()}
+        with torch.random.fork_rng(devices=[]):  # a sample batch through θ0: one logit per class of the data
+            check_model_output(self.model, s.model.model, self.data.spec, tuple(self.data.train.x.shape[1:]))
         if s.rst is None:
             check_search(s, self.model, self.data)
         else:
@@ -304,7 +306,7 @@ class TicketSearch(Stage):
             # Each step starts from the last one's ticket as saved: the same whether it ran now or before.
             step = RstCycle(self, i, ticket, log) if rst else ImpRound(self, i, ticket, log, here.parent)
             steps.append(run_stage(step, here, ctx))
-            ticket = load_ticket(step.path(here) / "ticket.pt")
+            ticket = load_ticket(step.path(here) / "ticket.pt", trust_factory=self.spec.model.model)
         if ctx.is_primary:
             save_ticket(ctx.run_dir.file("ticket.pt"), ticket)
         report = ticket.sparsity()
@@ -328,7 +330,7 @@ def find_ticket(spec: SearchSpec, device: torch.device, root: str | Path = "runs
     done = is_done(stage, root)
     run_stage(stage, root, ctx)
     run = stage_dir(stage, root)
-    ticket = load_ticket(run.file("ticket.pt"))
+    ticket = load_ticket(run.file("ticket.pt"), trust_factory=spec.model.model)
     if done and stage.log:
         stage.log(f"ticket already on disk: {run.file('ticket.pt')}")
     return ticket, run

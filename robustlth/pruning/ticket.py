@@ -12,6 +12,7 @@ import torch.nn as nn
 
 from ..datasets import DatasetSpec
 from ..errors import FileFormatError, RobustLTHError
+from ..factory import TrustSpec, check_trusted, trusted_factories
 from ..runs import atomic_torch_save
 from ..safety import safe_torch_load
 from .masks import Mask, check_mask, full_mask, sparsity_report
@@ -83,6 +84,10 @@ class Ticket:
     mask: Mask
     state_dict: dict  # the weights training starts from (θ0, or θk when rewinding)
     meta: TicketInfo  # a plain dict is taken as a ticket file's metadata
+    # The file it was read from (None: made in memory, its metadata its maker's own), and the model factories
+    # whoever read it vouched for: a factory the file names is built only when trusted (check_ticket_factory).
+    source: Optional[Path] = field(default=None, compare=False, repr=False)
+    trusted: frozenset = field(default=frozenset(), compare=False, repr=False)
 
     def __post_init__(self):
         self.meta = TicketInfo.of(self.meta)
@@ -106,7 +111,11 @@ def save_ticket(path: str | Path, ticket: Ticket) -> Path:
     return path
 
 
-def load_ticket(path: str | Path) -> Ticket:
+def load_ticket(path: str | Path, trust_factory: TrustSpec = None) -> Ticket:
+    """The ticket in a file, checked to be plain tensors and metadata; nothing is imported. A model factory its
+    metadata names is code the file chooses: the edges that build it (`robustlth train --mask`, `control`, the
+    Python API) pass the ticket through `check_ticket_factory` first; `trust_factory` (factory names or
+    factories) is what the caller vouches for."""
     path = Path(path)
     if not path.is_file():
         raise TicketError(f"ticket file {path} does not exist")
@@ -128,7 +137,17 @@ def load_ticket(path: str | Path) -> Ticket:
         raise TicketError(f"{path}: mask entry {bad[0]!r} is not a boolean tensor (a mask keeps or prunes a weight)")
     if not all(isinstance(v, torch.Tensor) for v in obj["state_dict"].values()):
         raise TicketError(f"{path}: the ticket's state_dict holds values that are not tensors")
-    return Ticket(obj["mask"], obj["state_dict"], meta)
+    return Ticket(obj["mask"], obj["state_dict"], meta, source=path, trusted=trusted_factories(trust_factory))
+
+
+def check_ticket_factory(ticket: Ticket, trust_factory: TrustSpec = None, allow: str = "cli") -> None:
+    """Refuse (one UsageError, nothing imported) a ticket read from a file whose metadata names a model factory
+    that neither its reader (`load_ticket(trust_factory=)`) nor `trust_factory` trusts. Registry names and
+    tickets made in memory pass."""
+    if ticket.source is not None:
+        check_trusted(ticket.meta.model, f"ticket {ticket.source}", ticket.trusted | trusted_factories(trust_factory),
+                      allow)
+        ticket.trusted = ticket.trusted | {ticket.meta.model}  # vouched for: later builds of this ticket need not ask
 
 
 def ticket_data_spec(ticket: Ticket) -> DatasetSpec:
@@ -137,9 +156,12 @@ def ticket_data_spec(ticket: Ticket) -> DatasetSpec:
 
 
 def ticket_model(ticket: Ticket) -> nn.Module:
-    """A model of the ticket's architecture holding the ticket's starting weights, masked."""
+    """A model of the ticket's architecture holding the ticket's starting weights, masked. A ticket read from a
+    file builds only a registry model or a factory its reader trusted (`load_ticket(trust_factory=)`): a stage
+    reading its own ticket trusts the model its own config names, so a planted file cannot choose another."""
     from ..models import build_model
     from .masks import apply_mask
+    check_ticket_factory(ticket)  # a file never chooses the code to build: its reader vouches for its model
     meta = ticket.meta
     try:
         model = build_model(meta.model, meta.width, ticket_data_spec(ticket))

@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
-from ..config import Config, _check, _choice
+from ..config import SEED_MAX, Config, _check, _choice
 
 METHODS = ("dense", "imp", "random", "rst", "rst-iter")
+MAX_RST_ITERATIONS = 10_000_000  # 111 times SPEC's 90,000: beyond, a typo that would run for weeks
 
 # SPEC 3's fine-tuning, used for every arm: SGD, LR 0.1 -> 0.01 at 50 % -> 0.001 at 75 % of the budget (200
 # epochs in the paper), weight decay 5e-4, batch 128, no warm-up, natural training.
@@ -38,10 +39,11 @@ class SweepConfig(Config):
         _check(len(self.sparsities) >= 1 and all(0 < s < 1 for s in self.sparsities)
                and list(self.sparsities) == sorted(set(self.sparsities)), "sparsities", self.sparsities,
                "increasing fractions in (0, 1)")
-        _check(len(self.seeds) >= 1 and all(s >= 0 for s in self.seeds) and len(set(self.seeds)) == len(self.seeds),
-               "seeds", self.seeds, "distinct integers >= 0")
-        _check(self.rst_iterations is None or self.rst_iterations >= 2, "rst_iterations", self.rst_iterations,
-               "an integer >= 2 or none")
+        _check(len(self.seeds) >= 1 and all(0 <= s <= SEED_MAX for s in self.seeds)
+               and len(set(self.seeds)) == len(self.seeds), "seeds", self.seeds,
+               f"distinct integers in [0, {SEED_MAX}] (2**32-1)")
+        _check(self.rst_iterations is None or 2 <= self.rst_iterations <= MAX_RST_ITERATIONS, "rst_iterations",
+               self.rst_iterations, f"an integer in [2, {MAX_RST_ITERATIONS:,}] or none (SPEC: 90,000)")
         _check(self.rst_eta_max > 0 and self.rst_lr > 0, "rst_eta_max/rst_lr", (self.rst_eta_max, self.rst_lr),
                "positive numbers")
 

@@ -64,7 +64,27 @@ def checkpoint_architecture(ckpt: dict, path: Path) -> dict | None:
             and isinstance(arch.get("width"), (int, float)) and not isinstance(arch.get("width"), bool)
             and (channels is None or (isinstance(channels, list) and all(type(c) is int for c in channels)))):
         raise FileFormatError(f"{path}: its architecture record is not {{model, width, channels}}")
+    if channels is not None:  # a shrunk model: its counts must be those of the stored tensors, checked unallocated
+        from ..datasets import DatasetSpec
+        from ..factory import is_factory_path
+        from ..models.shrink import state_mismatch
+        if is_factory_path(arch["model"]):
+            raise FileFormatError(f"{path}: its architecture record gives channel counts for {arch['model']}, a user "
+                                  "factory, which structured tickets cannot shrink (damaged or edited?)")
+        try:
+            spec = DatasetSpec.from_dict(ckpt.get("data_spec"))
+        except (ValueError, TypeError, KeyError) as e:
+            raise FileFormatError(f"{path}: its data_spec record is damaged ({e})") from None
+        problem = state_mismatch(arch["model"], float(arch["width"]), spec, ckpt.get("model"), channels)
+        if problem:
+            raise FileFormatError(f"{path}: its architecture record (channels {_shown(channels)}) does not fit its "
+                                  f"stored weights: {problem} (damaged or edited?)")
     return arch
+
+
+def _shown(values: list) -> str:
+    text = str(values)
+    return text if len(text) <= 50 else text[:47] + "...]"
 
 
 def load_state_file(path: Path, what: str) -> dict:
