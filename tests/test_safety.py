@@ -16,9 +16,9 @@ from robustlth.bench.harness import headline
 from robustlth.bench.report import render_markdown
 from robustlth.config import DataConfig, PruneConfig, TrainConfig, add_config_args, config_from_args, config_hash
 from robustlth.errors import FileFormatError, RunLockedError
-from robustlth.pruning.finder import check_layers
+from robustlth.pruning.finder import SearchTraining, check_layers
 from robustlth.pruning.masks import sparsity_report
-from robustlth.pruning import TicketError, search_training_hash
+from robustlth.pruning import TicketError
 from robustlth.runs import RunDir, atomic_write_text
 
 
@@ -224,7 +224,8 @@ def test_two_searches_never_train_the_same_search_directory(tmp_path, capsys):
     argv = ["find-ticket", "--model", "cnn6", "--width", "0.25", "--data", "synthetic", "--n-train", "100",
             "--search-epochs", "1", "--device", "cpu", "--no-progress", "--out", str(tmp_path)]
     spec = cli.search_spec_from_args(cli.build_parser().parse_args(argv), {})
-    held = RunDir.create(tmp_path, "search", search_training_hash(spec), spec.to_dict())
+    stage = SearchTraining(spec)  # the directory as the first search made it
+    held = RunDir.create_at(stage.path(tmp_path), stage.hash(), stage.record())
     with held.lock():  # the first search, still training
         capsys.readouterr()
         assert cli.main([*argv, "--ratio", "0.5"]) == 2
