@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import typing
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar, Optional
 
@@ -116,18 +117,18 @@ def _typed(value: Any, tp: Any, where: str) -> Any:
 # ----------------------------------------------------------------------------------------------------
 # Stages.
 
-class Stage:
+class Stage(ABC):
     """One unit of work with an identity. Subclasses set `kind` and `result` and implement `sections` and
-    `run`; `check` (everything checkable before a file is written) and `name` (the directory name) have
+    `run` (abstract: a stage without them cannot be made); `check` (everything checkable before a file is written) and `name` (the directory name) have
     defaults."""
 
     kind: ClassVar[str]
     result: ClassVar[type[Result]]
 
+    @abstractmethod
     def sections(self) -> dict[str, Any]:
         """What this stage's work depends on, and nothing else: Configs (their non-default fields count) or
         plain JSON values. Hashed into the directory name."""
-        raise NotImplementedError
 
     def record(self) -> dict:
         """What config.yaml records (default: every field of every section)."""
@@ -149,9 +150,9 @@ class Stage:
     def check(self, ctx) -> None:
         """Refuse bad input with one clear error before the stage's directory exists."""
 
+    @abstractmethod
     def run(self, ctx) -> Result:
         """Do the work in `ctx.run_dir` (created and locked by the runner); return the result."""
-        raise NotImplementedError
 
 
 def load_result(stage: Stage, path: Path) -> Result:
