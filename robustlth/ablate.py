@@ -440,9 +440,19 @@ def write_outputs(df: pd.DataFrame, grid_dir: Path, axes: AblateConfig, write_cs
         if "seed" in ok and ok["seed"].nunique() > 1:  # replicates: the spread over seeds
             from .replicates import grid_summary
             lines += [""] + grid_summary(ok, grid_dir, varying)
+        else:
+            from .plotting import binomial_se
+            n = int(cfg["train"].get("eval_n", 0))
+            lines += ["", f"One seed: no interval over seeds and no verdicts. Each accuracy above is one run on {n} "
+                      f"evaluation images (one standard error about {100 * binomial_se(0.2, n):.1f}-"
+                      f"{100 * binomial_se(0.4, n):.1f} points at 20-40 %); a ticket − reinit difference in one "
+                      f"cell has a standard error of about {100 * (2 * binomial_se(0.3, n) ** 2) ** 0.5:.1f} points "
+                      "if the two arms err on unrelated images (per-image verdicts are not stored, so it cannot be "
+                      "paired). Run with --replicates for intervals and Holm-controlled verdicts."] if n else []
     atomic_write_text(grid_dir / "tables.md", "\n".join(lines) + "\n")
 
 
+ARM_WORDS = {"ticket": "boosting ticket", "reinit": "ticket mask, re-initialised"}
 LABELS = {"search_lr": "search LR", "ratio": "pruning ratio", "width": "width multiplier",
           "budget": "retraining epochs", "search_epochs": "search epochs", "search_attack": "search attack"}
 
@@ -457,10 +467,11 @@ def _plots(ok: pd.DataFrame, out: Path, axes: AblateConfig, cfg: dict) -> list[s
     """The paper-style figures: one panel per metric, x = the swept axis (log for LRs), one colour and marker per
     value of the grouping axis, ticket solid and re-init dashed; points averaged over the grid's other axes (and
     seeds) with a ± s.e. band where several rows share a point."""
-    from .plotting import eval_note, plot_series, pyplot, save_figure, style
+    from .plotting import binomial_se, eval_note, from_zero, plot_series, pyplot, save_figure, style
     plt = pyplot()
     files = []
-    note = eval_note("per-epoch evaluation", int(cfg["train"].get("eval_n", 0)))
+    eval_n = int(cfg["train"].get("eval_n", 0))
+    note = eval_note("per-epoch evaluation", eval_n)
 
     def line_plot(x: str, metrics: list[str], group: str, name: str):
         metrics = [m for m in metrics if m in ok and ok[m].notna().any()]
@@ -479,7 +490,8 @@ def _plots(ok: pd.DataFrame, out: Path, axes: AblateConfig, cfg: dict) -> list[s
                     per_x = [sub[sub[x] == v][metric].tolist() for v in xs]
                     k = max(len(v) for v in per_x)
                     runs = [[v[j] if j < len(v) else None for v in per_x] for j in range(k)]
-                    plot_series(ax, xs, runs, f"{arm}, {LABELS.get(group, group)} {g:g}", gi, over="cells", ls=ls,
+                    plot_series(ax, xs, runs, f"{ARM_WORDS.get(arm, arm)}, {LABELS.get(group, group)} {g:g}", gi,
+                                over="cells", ls=ls, n_images=eval_n or None,
                                 **({"markerfacecolor": "none"} if arm == "reinit" else {}))
             ax.set_xlabel(LABELS.get(x, x))
             ax.set_ylabel(_metric_label(metric))
@@ -490,8 +502,10 @@ def _plots(ok: pd.DataFrame, out: Path, axes: AblateConfig, cfg: dict) -> list[s
                 ax.set_xticklabels([f"{v:g}" for v in sorted(ok[x].unique())])
             elif x != "width":
                 ax.set_xticks(sorted(ok[x].unique()))
+        from_zero(*panels)
         fig.suptitle(f"Ticket (solid) and random re-init (dashed, open markers) by {LABELS.get(x, x)}, "
-                     f"mean over the grid's other axes\n{note}", fontsize=9)
+                     f"mean over the grid's other axes\n{note}; bands: ± one s.e. over cells (or seeds) where "
+                     "several share a point, else ± one binomial s.e. of the evaluation set", fontsize=9)
         files.append(save_figure(fig, out / name, panels, legend="outside", integer_x=x in ("budget", "search_epochs")))
 
     e1, e5, fin = _metric(cfg, "epoch1"), _metric(cfg, "epoch5"), _metric(cfg, "final")
@@ -509,18 +523,20 @@ def _plots(ok: pd.DataFrame, out: Path, axes: AblateConfig, cfg: dict) -> list[s
         fig, ax = plt.subplots(figsize=(5, 4.6))
         values = []
         for i, m in enumerate(metrics):
-            ax.scatter(pair[f"{m}_reinit"], pair[f"{m}_ticket"], label=_metric_label(m), s=28, **style(i))
+            xr, yt = pair[f"{m}_reinit"].to_numpy(float), pair[f"{m}_ticket"].to_numpy(float)
+            se = (lambda v: [binomial_se(a, eval_n) for a in v]) if eval_n else (lambda v: None)
+            ax.errorbar(xr, yt, xerr=se(xr), yerr=se(yt), ls="none", capsize=0, lw=0.6, ms=5,
+                        label=_metric_label(m), **style(i))
             values += pair[f"{m}_reinit"].tolist() + pair[f"{m}_ticket"].tolist()
-        lo, hi = min(values), max(values)  # the accuracies only: both axes on the same scale
-        pad = 0.05 * (hi - lo or 1)
-        lim = [lo - pad, hi + pad]
+        hi = max(values)  # the accuracies only: both axes on the same scale, from 0
+        lim = [0, hi * 1.08]
         ax.plot(lim, lim, color="grey", lw=0.8, label="equal (y = x)")
         ax.set_xlim(lim)
         ax.set_ylim(lim)
         ax.set_aspect("equal")
         ax.set_xlabel("random re-initialisation (same mask)")
         ax.set_ylabel("ticket")
-        ax.set_title(f"Ticket vs random re-init, one point per cell\n({note})", fontsize=9)
+        ax.set_title(f"Ticket vs random re-init, one point per cell\n({note}; bars ± one s.e.)", fontsize=9)
         files.append(save_figure(fig, out / "ticket_vs_reinit.png", [ax], legend="outside"))
     return files
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Iterable, Optional, Sequence
 
 from .config import SEED_MAX
 from .errors import UsageError
-from .stats import Interval, paired_difference, t_interval, verdict_word
+from .stats import Interval, holm_verdicts, paired_difference, t_interval
 
 if TYPE_CHECKING:  # pandas is imported where tables are made, not by the CLI's start-up
     import pandas as pd
@@ -85,9 +85,11 @@ def summarize(df: pd.DataFrame, by: Sequence[str], metrics: Iterable[str], n_col
 
 def paired(df: pd.DataFrame, by: Sequence[str], metrics: Iterable[str], a: str, b: str,
            arm_col: str = "arm", seed_col: str = "seed") -> pd.DataFrame:
-    """a - b per seed within each group (same seed: same initial weights and data order), t-interval over seeds."""
+    """a - b per seed within each group (same seed: same initial weights and data order), t-interval over seeds;
+    verdicts controlled for every difference of the table together (Holm: `m` intervals tested, `p_holm`, and a
+    verdict holds only if the correction keeps it)."""
     import pandas as pd
-    out = []
+    out, ivs = [], []
     for key, sub in df.groupby(list(by), dropna=False):
         key = key if isinstance(key, tuple) else (key,)
         va, vb = sub[sub[arm_col] == a], sub[sub[arm_col] == b]
@@ -101,7 +103,10 @@ def paired(df: pd.DataFrame, by: Sequence[str], metrics: Iterable[str], a: str, 
             iv = paired_difference(xa, xb)
             if iv.n == 0:
                 continue
-            out.append(dict(zip(by, key), pair=f"{a} - {b}", metric=m, **interval_row(iv), verdict=verdict_word(iv)))
+            out.append(dict(zip(by, key), pair=f"{a} - {b}", metric=m, **interval_row(iv), se=iv.se))
+            ivs.append(iv)
+    for row, v in zip(out, holm_verdicts(ivs)):
+        row.update(p=v["p"], p_holm=v["p_holm"], m=v["m"], holds=v["holds"], verdict=v["verdict"])
     return pd.DataFrame(out)
 
 
@@ -134,8 +139,11 @@ def grid_summary(ok: pd.DataFrame, grid_dir: Path, varying: list[str]) -> list[s
     atomic_write_text(Path(grid_dir) / "ablation_differences.csv", diffs.to_csv(index=False))
     n_seeds = ok["seed"].nunique()
     n_eval = int(ok["eval_n"].max()) if "eval_n" in ok else None
+    m_tested = int(diffs["m"].iloc[0]) if not diffs.empty and "m" in diffs else 0
     lines = [f"## Over {n_seeds} seeds: mean ± 95 % t-interval half-width, points (n = {n_eval} evaluation images "
-             "per accuracy)", ""]
+             "per accuracy)", "",
+             f"ticket − reinit is paired by seed; its verdicts are controlled for the {m_tested} differences tested "
+             "in these tables together (Holm): one holds only if the correction keeps it.", ""]
     from .bench.report import markdown_table
     for m in metrics:
         sub = summary[summary.metric == m]
@@ -158,17 +166,19 @@ def _grid_plot(summary: pd.DataFrame, grid_dir: Path, by: list[str], metrics: li
     metric = next((m for m in ("epoch1_pgd", "epoch1_clean") if m in metrics), None)
     if metric is None:
         return None
-    from .plotting import pyplot, save_figure
+    import numpy as np
+    from .plotting import arm_style, error_bars, from_zero, pyplot, save_figure
     plt = pyplot()
     x, rest = by[0], by[1:]
     fig, ax = plt.subplots(figsize=(6, 4))
     sub = summary[summary.metric == metric]
-    for key, g in sub.groupby(["arm"] + rest, dropna=False):
+    for i, (key, g) in enumerate(sub.groupby(["arm"] + rest, dropna=False)):
         key = key if isinstance(key, tuple) else (key,)
         g = g.sort_values(x)
-        err = [(g["mean"] - g["ci_lo"]).fillna(0), (g["ci_hi"] - g["mean"]).fillna(0)]
+        se = (g["std"] / np.sqrt(g["n_seeds"])).to_numpy(float)
         label = ", ".join(f"{k}={v}" for k, v in zip(["arm"] + rest, key))
-        ax.errorbar(g[x].astype(float), g["mean"], yerr=err, marker="o", capsize=3, label=label)
+        error_bars(ax, g[x].astype(float), g["mean"], se, capsize=3, label=label, **arm_style(key[0], i))
     ax.set_xlabel(x)
-    ax.set_ylabel(f"{metric} (mean, 95 % CI over seeds)")
+    ax.set_ylabel(f"{metric} (mean over seeds, bars ± one s.e.)")
+    from_zero(ax)
     return save_figure(fig, Path(grid_dir) / f"{metric}_vs_{x}_seeds.png", [ax], legend_size=7)

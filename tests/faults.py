@@ -22,7 +22,7 @@ TINY_TRAIN = ["--model", "cnn6", "--width", "0.25", "--data", "synthetic", "--n-
 TINY_SEARCH = ["--model", "cnn6", "--width", "0.25", "--data", "synthetic", "--n-train", "100", "--n-test", "50",
                "--search-epochs", "1", "--search-batch-size", "50", "--search-eval-n", "20", "--device", "cpu",
                "--no-progress"]
-TIMING = re.compile(r"time|wall_clock|_s$")  # keys whose values are measured (seconds), not computed
+TIMING = re.compile(r"time|wall_clock|_s$|load_avg")  # keys whose values are measured (seconds, load), not computed
 SKIP_FILES = {"env.json", ".lock", "run.log"}  # run.log: time-stamped lines, a resumed run says so
 SKIP_SUFFIXES = {".png", ".md", ".csv"}  # renderings of results.json that print timings
 

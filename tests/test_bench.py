@@ -46,8 +46,10 @@ def test_ratio_consistent_with_phase_times(smoke):
     assert t["curve"][-1]["wall_clock"] == pytest.approx(t["total_time"], rel=1e-3, abs=1e-2)
     # The reinit control needs the searched mask, so it pays for the search too.
     assert r["arms"]["reinit"]["search_time"] == pytest.approx(t["search_time"])
-    target = r["arms"]["dense"]["curve"][-1]["pgd20"] - 0.01
-    assert r["headline"]["target_pgd20"] == pytest.approx(target)
+    # The target is on the strongest per-epoch robustness: the per-image worst case of PGD-20 and CW-20.
+    assert r["headline"]["target_metric"] == "robust"
+    target = r["arms"]["dense"]["curve"][-1]["robust"] - 0.01
+    assert r["headline"]["target"] == pytest.approx(target)
     ttt = r["headline"]["time_to_target"]
     assert ttt["dense"] is not None
     if ttt["ticket"] is not None:
@@ -80,6 +82,7 @@ def test_bad_bench_values(capsys):
     assert main(["bench", "--preset", "smoke", "--arms", "ticket", "--device", "cpu"]) == 2
 
 
+@pytest.mark.extended
 def test_all_control_arms_run(tmp_path):
     args = ["bench", "--preset", "smoke", "--out", str(tmp_path), "--device", "cpu", "--no-progress",
             "--arms", "dense,ticket,random_prune,winning,fast_at", "--final-attacks", "pgd3"]
@@ -131,3 +134,84 @@ def test_presets_listed_in_help_and_data_checks(capsys, tmp_path):
                  "--device", "cpu", "--out", str(tmp_path / "runs")]) == 2
     assert "would train on 400 images" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_per_epoch_cw_worst_case_and_cpu_seconds(smoke):
+    """The per-epoch validation metric has CW-margin PGD beside cross-entropy PGD, their per-image worst case (which
+    the target uses) and the per-image verdicts; every arm records CPU-seconds and the machine's load."""
+    from robustlth.stats import unpack_flags
+    r = json.loads((smoke / "result.json").read_text())
+    assert r["headline"]["target_metric"] == "robust"
+    for name, a in r["arms"].items():
+        for p in a["curve"]:
+            flags = {k: unpack_flags(v) for k, v in p["flags"].items()}
+            assert set(flags) == {"clean", "pgd", "cw"} and all(len(f) == 50 for f in flags.values())
+            assert p["cw20"] == pytest.approx(flags["cw"].mean()) and p["pgd20"] == pytest.approx(flags["pgd"].mean())
+            assert p["robust"] == pytest.approx((flags["clean"] & flags["pgd"] & flags["cw"]).mean())
+            assert p["robust"] <= min(p["pgd20"], p["cw20"], p["clean"]) + 1e-9
+        assert a["train_cpu_time"] > 0 and a["total_cpu_time"] >= a["train_cpu_time"]
+        assert a["curve"][-1]["cpu_time"] == pytest.approx(a["total_cpu_time"])
+        assert a["load_avg_range"][0] <= a["load_avg_range"][1]
+    assert r["headline"]["total_cpu_time_ratio"] == pytest.approx(r["arms"]["ticket"]["total_cpu_time"]
+                                                                  / r["arms"]["dense"]["total_cpu_time"])
+
+
+def test_one_number_in_stdout_report_json_and_aggregate(smoke, capsys):
+    """The final worst-case difference: the same number, n and interval in the stdout JSON, the stdout headline,
+    result.json, report.md and the seed aggregate (all read the one headline)."""
+    from robustlth.bench.aggregate import aggregate
+    capsys.readouterr()
+    assert main(["bench", "--preset", "smoke", "--out", str(smoke.parent), "--device", "cpu", "--no-progress"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    printed = json.loads(out[-1])
+    r = json.loads((smoke / "result.json").read_text())
+    h = r["headline"]
+    wc = h["differences"]["ticket - dense"]["test_worst_case"]  # smoke: every attack ran on all 50 images
+    assert printed["final_worst_case_diff"] == h["final_worst_case_diff"] == wc["mean"]
+    assert printed["final_worst_case_n"] == h["final_worst_case_n"] == wc["n_images"] == 50
+    assert printed["final_worst_case_se"] == wc["se"] and printed["final_worst_case_ci"] == [wc["lo"], wc["hi"]]
+    assert wc["how"] == "paired over images" and printed["target"] == h["target"]
+    sentence = f"ticket − dense {100 * wc['mean']:+.1f} ± {100 * wc['half']:.1f} points"
+    md = (smoke / "report.md").read_text()
+    assert sentence in md and sentence in "\n".join(out[:-1]) and "n = 50" in md
+    agg = aggregate({0: r})["differences"]["ticket - dense"]["test_worst_case"]
+    assert (agg["mean"], agg["se"], agg["n_images"]) == (wc["mean"], wc["se"], 50)
+
+
+def test_choices_are_made_without_test_data(smoke, tmp_path):
+    """Only the test labels change (every final evaluation redone against other labels): the test numbers move, and
+    every choice (the target, the best epochs, the frontier's marks and the advice) stays the same."""
+    import copy
+
+    import torch
+    from robustlth.bench.config import BenchSetup
+    from robustlth.bench.frontier import budget_advice, frontier_rows
+    from robustlth.bench.harness import headline
+    from robustlth.data import as_float, load_dataset
+    from robustlth.evaluate import evaluate_robustness
+    from robustlth.saved_model import open_checkpoint
+    r = json.loads((smoke / "result.json").read_text())
+    setup = BenchSetup.from_sections({k: v for k, v in r["config"].items() if k != "preset"})
+    x, y = as_float(load_dataset(setup.data).test, torch.device("cpu"), setup.final.final_n)
+    y = (y + 1 + torch.arange(len(y)) % 3) % 10  # another label for every test image
+    other = copy.deepcopy(r)
+    for name, d in r["arm_dirs"].items():
+        model = open_checkpoint(smoke.parent / d, torch.device("cpu")).model
+        other["arms"][name]["final"] = evaluate_robustness(model, x, y, setup.final.final_attacks,
+                                                           eps=setup.attack.eps, seed=setup.seed)
+    other["headline"] = headline(other["arms"], setup)
+    assert [a["final"]["flags"]["clean"] for a in other["arms"].values()] != \
+        [a["final"]["flags"]["clean"] for a in r["arms"].values()]  # the test results did change
+    for key in ("target", "target_metric", "time_to_target", "best_epoch_val"):
+        assert other["headline"][key] == r["headline"][key], key
+    before, after = frontier_rows([r]), frontier_rows([other])
+    assert [(row["arm"], row["front"]) for row in after] == [(row["arm"], row["front"]) for row in before]
+    assert budget_advice(after) == budget_advice(before)
+
+
+def test_full_scale_presets_run_autoattack_on_at_least_1000_images():
+    from robustlth.bench.config import PRESETS, FinalEvalConfig
+    for name in ("gpu", "paper"):
+        final = FinalEvalConfig.from_dict(PRESETS[name].get("final", {}))
+        assert "autoattack" in final.final_attacks
+        assert min(final.final_n, final.autoattack_n or final.final_n) >= 1000, name

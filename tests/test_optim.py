@@ -22,7 +22,7 @@ from robustlth.training.trainer import OverfitGuard
 CPU = torch.device("cpu")
 # A constant LR: a run of 2 epochs continued to 3 follows the schedule of 3.
 TINY = TrainConfig(epochs=3, batch_size=50, lr=0.01, schedule="constant", eval_n=20, eval_steps=1, optimizer="adam")
-TIMINGS = ("train_time", "eval_time")
+TIMINGS = ("train_time", "eval_time", "cpu_s", "load_avg")  # measured, not computed
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +50,7 @@ def test_config_names_optimiser_and_loss_from_their_registries():
     assert TrainConfig().identity() == {}  # defaults: run hashes are unchanged
 
 
+@pytest.mark.extended
 def test_adam_trains_and_resumes_exactly(data, tmp_path):
     atk = AttackConfig()
     full = _model()

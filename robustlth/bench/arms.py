@@ -222,6 +222,13 @@ class ArmResult(Result):
     train_config: dict
     curve: list
     final: Optional[dict]
+    # Process CPU seconds (all threads) beside the wall clock, and the machine's 1-minute load average over the
+    # arm's epochs ([lowest, highest]): on a shared machine wall-clock ratios move with the load. None: not
+    # measured (runs of earlier versions; a search of several rounds or RST cycles records no CPU seconds).
+    search_cpu_time: Optional[float] = None
+    train_cpu_time: Optional[float] = None
+    total_cpu_time: Optional[float] = None
+    load_avg_range: Optional[list] = None
 
 
 @dataclass
@@ -266,10 +273,22 @@ class ArmStage(Stage):
                                 kind=f"bench arm {self.arm}")
         result = train(model, self.data, cfg, attack, ctx=ctx, mask=mask, augment=s.data.augment,
                        progress=self.progress, log=log, describe=describe)
+        search_cpu = _search_cpu_time(search, root)
+        cpu, train_cpu = [], 0.0  # cumulative CPU seconds after each epoch (rolled-back epochs were paid for too)
+        for r in result.history:
+            train_cpu = train_cpu + r["cpu_s"] if (train_cpu is not None and r.get("cpu_s") is not None) else None
+            cpu.append(train_cpu)
         curve = [{"epoch": r["epoch"], "wall_clock": search_time + r["train_time"], "clean": r["eval_clean"],
-                  "pgd20": r.get("eval_pgd"), "loss": r["loss"], "eval_loss": r["eval_loss"]}
-                 for r in result.history if not r.get("rolled_back")]
-        return ArmResult(arm=self.arm, search_time=search_time, train_time=result.train_time,
+                  "pgd20": r.get("eval_pgd"), "cw20": r.get("eval_cw"), "robust": r.get("eval_robust"),
+                  "loss": r["loss"], "eval_loss": r["eval_loss"],
+                  "cpu_time": (search_cpu + c) if (search_cpu is not None and c is not None) else None,
+                  "load_avg": r.get("load_avg"), "flags": r.get("eval_flags")}
+                 for r, c in zip(result.history, cpu) if not r.get("rolled_back")]
+        loads = [r["load_avg"] for r in result.history if r.get("load_avg") is not None]
+        return ArmResult(search_cpu_time=search_cpu, train_cpu_time=train_cpu,
+                         total_cpu_time=(search_cpu + train_cpu) if (search_cpu is not None and train_cpu is not None)
+                         else None, load_avg_range=[min(loads), max(loads)] if loads else None,
+                         arm=self.arm, search_time=search_time, train_time=result.train_time,
                          total_time=search_time + result.train_time, eval_time=result.eval_time, epochs=cfg.epochs,
                          stopped=result.stopped, eval_split=result.eval_split, sparsity=_sparsity(mask, model),
                          architecture=getattr(model, "architecture", None), macs=count_macs(model),
@@ -286,6 +305,24 @@ class ArmStage(Stage):
                                    batch_size=f.eval_batch_size, seed=self.setup.seed, precision=precision,
                                    limits=limits, log=log, progress=self.progress and ctx.is_primary,
                                    ctx=ctx if ctx.distributed else None)
+
+
+def _search_cpu_time(search: Optional[SearchSpec], root) -> Optional[float]:
+    """CPU seconds of the arm's search: 0 without one; the shared one-shot search training's, from its recorded
+    epochs; None where they are not recorded (older runs, several IMP rounds, RST)."""
+    if search is None:
+        return 0.0
+    if search.rst is not None or search.prune.rounds != 1:
+        return None
+    from ..pruning.finder import SearchTraining
+    from ..safety import read_json
+    from ..stages import DONE
+    path = SearchTraining(search).path(root) / DONE
+    if not path.is_file():
+        return None
+    history = (read_json(path, "search training result") or {}).get("history") or []
+    cpu = [r.get("cpu_s") for r in history]
+    return round(sum(cpu), 3) if cpu and None not in cpu else None
 
 
 def _sparsity(mask, model) -> float:

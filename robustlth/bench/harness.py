@@ -24,37 +24,24 @@ from ..stages import Result, Stage, run_stage
 from ..training import RunContext
 from .arms import Arm, ArmResult, ArmStage
 from .config import MIN_TRAIN_IMAGES, BenchSetup
-from .metrics import final_metrics
+from .metrics import headline
 
 Log = Optional[Callable[[str], None]]
 
 
-def time_to_target(curve: list[dict], target: float, key: str = "pgd20") -> Optional[float]:
-    for point in curve:
-        if point[key] is not None and point[key] >= target:
-            return point["wall_clock"]
-    return None
-
-
-def headline(arms: dict[str, dict], s: BenchSetup) -> dict:
-    dense, ticket = arms["dense"], arms["ticket"]
-    key = "pgd20" if dense["curve"][-1]["pgd20"] is not None else "clean"  # natural retraining: clean
-    target = dense["curve"][-1][key] - s.bench.target_tolerance
-    ttt = {name: time_to_target(a["curve"], target, key) for name, a in arms.items()}
-    h = {"total_time_ratio": ticket["total_time"] / dense["total_time"],
-         "target_pgd20": target, "target_split": dense["eval_split"],
-         "time_to_target": ttt,
-         "time_to_target_ratio": (ttt["ticket"] / dense["total_time"]) if ttt["ticket"] is not None else None,
-         # The dense run may itself reach the target long before its budget ends: compare with that too.
-         "time_to_target_vs_dense": (ttt["ticket"] / ttt["dense"]) if ttt["ticket"] and ttt["dense"] else None}
-    if s.final.final_attacks:  # an empty list means no final evaluation
-        first = s.final.final_attacks[0]
-        d, t = final_metrics(dense["final"]), final_metrics(ticket["final"])
-        h.update({"final_clean_diff": t["clean"] - d["clean"], f"final_{first}_diff": t[first] - d[first],
-                  "final_worst_case_diff": t["worst_case"] - d["worst_case"]})
-    if dense["eval_split"] == "val":  # best epochs chosen on validation data, never on the test set
-        h["best_epoch_val"] = {name: max(a["curve"], key=lambda r: r[key] or 0)["epoch"] for name, a in arms.items()}
-    return h
+def stdout_summary(results: dict, run_dir: str) -> dict:
+    """The JSON line `robustlth bench` prints last: the headline's own numbers, each with its n."""
+    h = results["headline"]
+    return {"run_dir": run_dir, "ticket_vs_dense_time_to_target": h.get("time_to_target_vs_dense"),
+            "ticket_vs_dense_cpu_time_to_target": h.get("cpu_time_to_target_vs_dense"),
+            "total_time_ratio": round(h["total_time_ratio"], 4),
+            "total_cpu_time_ratio": (None if h.get("total_cpu_time_ratio") is None
+                                     else round(h["total_cpu_time_ratio"], 4)),
+            "target": h.get("target", h.get("target_pgd20")), "target_metric": h.get("target_metric", "pgd20"),
+            "target_n": h.get("target_n"),
+            "final_images": (h.get("final_images") or {}).get("words"),
+            "final_worst_case_diff": h.get("final_worst_case_diff"), "final_worst_case_n": h.get("final_worst_case_n"),
+            "final_worst_case_se": h.get("final_worst_case_se"), "final_worst_case_ci": h.get("final_worst_case_ci")}
 
 
 @dataclass

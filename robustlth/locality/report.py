@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..plotting import pyplot, save_figure
+from ..plotting import COLORS, arm_style, from_zero, pyplot, save_figure
 from ..runs import atomic_write_text
 from .analysis import (as_images, coverage, dense_histograms, displacement_histograms, in_degree, most_connected,
                        shuffle_units, window_fraction)
@@ -17,8 +17,7 @@ from .config import LocalityConfig
 
 ARM_LABELS = {"imp": "IMP (best round)", "oneshot": "one-shot", "random": "random mask", "dense": "dense",
               "shuffled": "IMP, shuffled across units"}
-COLOURS = {"imp": "tab:blue", "oneshot": "tab:orange", "random": "tab:green", "dense": "tab:grey",
-           "shuffled": "tab:red"}
+COLOURS = {k: arm_style(k)["color"] for k in ("imp", "oneshot", "random", "dense", "shuffled")}  # every figure's
 METRICS = ["density", "first_layer_density", "connected_1", "connected_2", "connected_3", "train_acc", "val_acc",
            "test_acc", "locality_sc", "locality_dc", "mean_dist_sc", "mean_dist_dc", "train_time"]
 
@@ -79,10 +78,15 @@ def plot_rounds(results: dict, out: Path) -> str:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.3))
     runs = {"imp": results["rounds"], **{k: c["rounds"] for k, c in results["controls"].items()}}
     labels = {"imp": "IMP"} | {k: f"IMP, {control_label(k)}" for k in results["controls"]}
-    for (name, rounds), colour in zip(runs.items(), ("tab:blue", "tab:purple", "tab:brown")):
+    n_val = results.get("n_val")
+    for (name, rounds), colour in zip(runs.items(), (COLOURS["imp"], COLORS[3], COLORS[8])):
         r = [s["round"] for s in rounds]
-        axes[0].plot(r, [s["val_acc"] for s in rounds], marker="o", ms=3, color=colour,
+        acc = np.array([s["val_acc"] for s in rounds], dtype=float)
+        axes[0].plot(r, acc, marker="o", ms=3, color=colour,
                      label=labels[name] + (" (superclass accuracy)" if name.startswith("super") else ""))
+        if n_val:  # one run per round: ± one binomial s.e. of the validation set
+            se = np.sqrt(acc * (1 - acc) / n_val)
+            axes[0].fill_between(r, np.maximum(acc - se, 0), np.minimum(acc + se, 1), color=colour, alpha=0.15, lw=0)
         axes[1].plot(r, [s["locality_sc"] for s in rounds], marker="o", ms=3, color=colour,
                      label=f"{labels[name]}: S_sc")
         axes[1].plot(r, [s["locality_dc"] for s in rounds], marker="s", ms=3, ls="--", color=colour,
@@ -97,7 +101,9 @@ def plot_rounds(results: dict, out: Path) -> str:
                             label=f"{ARM_LABELS[name]}: S_sc")
     axes[0].axvline(best, color="grey", ls=":", lw=1)
     axes[1].axhline(1.0, color="black", lw=0.8)
-    axes[0].set_ylabel(f"{results['rounds'][0]['eval_split']} accuracy")
+    axes[0].set_ylabel(f"{results['rounds'][0]['eval_split']} accuracy" + (f" (band ± one s.e. of {n_val} images)"
+                                                                           if n_val else ""))
+    from_zero(axes[0])
     axes[1].set_ylabel(f"pairs within |Δ|∞ ≤ {results['config']['locality']['radius']}, relative to dense")
     for ax in axes:
         ax.set_xlabel("IMP round (0 = dense)")
@@ -225,12 +231,16 @@ def plot_removal(results: dict, out: Path) -> Optional[str]:
         if not rem or not rem["k"]:
             continue
         base = arm["summary"]["test_acc"]
-        ax.plot([0] + rem["k"], [base] + rem["most"], marker="o", color=COLOURS[name],
-                label=f"{ARM_LABELS[name]}: most connected removed")
-        ax.plot([0] + rem["k"], [base] + rem["least"], marker="s", ls="--", color=COLOURS[name],
-                label=f"{ARM_LABELS[name]}: least connected removed")
+        n = results.get("n_test")
+        for ys, marker, ls, which in ((rem["most"], "o", "-", "most"), (rem["least"], "s", "--", "least")):
+            y = np.array([base] + ys, dtype=float)
+            ax.errorbar([0] + rem["k"], y, yerr=None if not n else np.vstack(
+                [np.minimum(np.sqrt(y * (1 - y) / n), y), np.sqrt(y * (1 - y) / n)]), marker=marker, ls=ls,
+                capsize=2, color=COLOURS[name], label=f"{ARM_LABELS[name]}: {which} connected removed")
     ax.set_xlabel("first-layer units removed (k)")
-    ax.set_ylabel("test accuracy")
+    ax.set_ylabel("test accuracy" + (f" (bars ± one s.e. of {results['n_test']} images)" if results.get("n_test")
+                                     else ""))
+    from_zero(ax)
     ax.set_title("Removing the most vs the least connected first-layer units")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))

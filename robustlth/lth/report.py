@@ -4,6 +4,7 @@ seeds."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -84,31 +85,72 @@ def round_table(df: pd.DataFrame, model: str, columns: dict[str, int]) -> str:
     return "\n".join(lines)
 
 
-def plot_curves(df: pd.DataFrame, column: str, ylabel: str, path: Path, title: str) -> str:
+LABELS = {"ticket": "IMP ticket (reset to θ0)", "reinit": "ticket mask, re-initialised",
+          "random": "random mask, same layer sparsity", "transfer": "ticket, trained on the other half",
+          "transfer_reinit": "its re-init, trained on the other half"}
+CHANCE_FACTOR = 1.5  # a network whose test accuracy is below 1.5x chance did not train
+
+
+def attackable(df: pd.DataFrame, column: str, n: int, classes: int = 10) -> pd.Series:
+    """Rows whose robust accuracy `column` (on the first n test images) means something: the network trained (test
+    accuracy at least CHANCE_FACTOR x chance) and the attack changed its predictions (its accuracy lies more than
+    two binomial standard errors of n images below the clean test accuracy). A near-constant network predicts
+    much the same class whatever the input, so no attack changes it and its "robust accuracy" is that class's
+    share of the attacked images, which can even exceed its clean accuracy on the whole test set."""
+    se = np.sqrt(df["test_acc"] * (1 - df["test_acc"]) / n)
+    return (df["test_acc"] >= CHANCE_FACTOR / classes) & (df[column] < df["test_acc"] - 2 * se)
+
+
+def plot_curves(df: pd.DataFrame, column: str, ylabel: str, path: Path, title: str,
+                attacked_n: Optional[int] = None) -> str:
+    """One panel per network: `column` against the share of weights left, one line per arm (its colour of every
+    figure), the mean over seeds with bars of ± one standard error over seeds (for 2 seeds: the two seeds' range),
+    clipped to what the quantity can be (iterations within [0, budget], accuracies within [0, 1]); y from 0.
+    `attacked_n` (robust accuracies on that many images) leaves out the networks the attack could not change
+    (`attackable`), saying how many."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+    from ..plotting import arm_style, error_bars, from_zero
     plt = pyplot()
     models = list(dict.fromkeys(df["model"]))
-    from matplotlib.ticker import FuncFormatter, NullFormatter
-    fig, axes = plt.subplots(1, len(models), figsize=(max(6.0, 4.2 * len(models)), 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(models), figsize=(max(6.0, 4.4 * len(models)), 4.0), squeeze=False)
     full = with_dense_start(df)
-    for ax, model in zip(axes[0], models):
+    dropped = 0
+    if attacked_n:
+        dropped = int((~attackable(df, column, attacked_n)).sum())  # of the trained networks, not the copies
+        full = full[attackable(full, column, attacked_n)]
+    for i, (ax, model) in enumerate(zip(axes[0], models)):
         d = full[full["model"] == model]
-        for arm in [a for a in ARM_ORDER if a in set(d["arm"])]:
+        budget = float(df[df["model"] == model]["iterations"].max())
+        hi = budget if column == "early_stop_iteration" else 1.0
+        for j, arm in enumerate(a for a in ARM_ORDER if a in set(d["arm"])):
             g = d[d["arm"] == arm].groupby("round")
             x = g["remaining_pct"].mean()
-            y, e = g[column].mean(), g[column].std(ddof=1).fillna(0)
-            ax.errorbar(x, y, yerr=e, marker="o", ms=3, capsize=2, label=arm)
+            y = g[column].mean()
+            se = (g[column].std(ddof=1) / np.sqrt(g[column].count())).to_numpy()
+            if attacked_n:  # a point left with one seed: the binomial s.e. of its images instead
+                se = np.where(np.isnan(se), np.sqrt(y * (1 - y) / attacked_n), se)
+            st = arm_style(arm, j)
+            error_bars(ax, x, y, se, 0.0, hi, ms=4, label=LABELS.get(arm, arm), ls="-", **st)
         if column == "early_stop_iteration":  # a run that never overfits stops "early" at its budget
-            ax.axhline(d["iterations"].max(), color="grey", ls="--", lw=1, label="budget")
+            ax.axhline(budget, color="grey", ls="--", lw=1, label="budget (no early stop)")
         ax.set_xscale("log")
-        ax.set_xticks(sorted(set(d["remaining_pct"].round(1))))  # one tick per round: every point is labelled
+        ax.set_xticks(sorted(set(df[df["model"] == model]["remaining_pct"].round(1))))  # every round labelled
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.invert_xaxis()
         ax.set_xlabel("% of weights remaining")
         ax.set_ylabel(ylabel)
         ax.set_title(model)
-    fig.suptitle(title, fontsize=10)
-    return save_figure(fig, path, axes=list(axes[0]), legend_size=7)
+        from_zero(ax, top=budget * 1.08 if column == "early_stop_iteration" else None)
+    n = df["seed"].nunique()
+    note = (f"mean over {n} seeds, bars ± one s.e. over seeds" + (" (for 2 seeds: the two seeds' range)" if n == 2
+                                                                   else "")) if n > 1 else "one seed"
+    if attacked_n and dropped:
+        note += (f";\n{dropped} of {len(df)} networks left out: near-constant ones, whose attack changed "
+                 f"(almost) no prediction (PGD accuracy within 2 s.e. of clean, or clean < {CHANCE_FACTOR:g}x "
+                 "chance); a point left with one seed has a binomial bar")
+    fig.suptitle(f"{title}\n({note})", fontsize=9)
+    return save_figure(fig, path, axes=list(axes[0]), legend="outside", legend_size=8)
 
 
 def write_report(results: dict, out_dir: Path) -> dict:
@@ -117,17 +159,17 @@ def write_report(results: dict, out_dir: Path) -> dict:
     df = pd.DataFrame(results["rows"])
     atomic_write_text(out_dir / "lth.csv", df.to_csv(index=False))
     summary = headline(df)
-    n_seeds = df["seed"].nunique()
     figures = [plot_curves(df, "early_stop_iteration", "early-stopping iteration", out_dir / "lth_early_stop.png",
-                           f"Early-stopping iteration (min. validation loss), mean ± std over {n_seeds} seeds"),
+                           "Early-stopping iteration (minimum validation loss)"),
                plot_curves(df, "test_acc", "test accuracy at early stop", out_dir / "lth_accuracy.png",
-                           f"Test accuracy at the early-stopping iteration, mean ± std over {n_seeds} seeds")]
+                           "Test accuracy at the early-stopping iteration")]
     robust = [c for c in df.columns if c.startswith("pgd_acc_eps")]
     for c in robust:
         figures.append(plot_curves(df, c, f"PGD-{results['config']['lth']['robust_steps']} accuracy",
                                    out_dir / f"lth_{c}.png", f"Robust accuracy (ε = {c[len('pgd_acc_eps'):]}/255) "
-                                                             f"of naturally trained networks at early stop, {results['config']['lth']['robust_n']} test "
-                                                             f"images, mean ± std over {n_seeds} seeds"))
+                                   f"of naturally trained networks at early stop, first "
+                                   f"{results['config']['lth']['robust_n']} test images",
+                                   attacked_n=results["config"]["lth"]["robust_n"]))
     parts = ["# LTH on Conv-2/4/6: early-stopping iteration and accuracy by round", ""]
     for model in dict.fromkeys(df["model"]):
         parts += [f"## {model}", "", round_table(df, model, {"early_stop_iteration": 0, "test_acc": 3}), ""]

@@ -46,23 +46,37 @@ def table(df: pd.DataFrame, column: str, digits: int = 3) -> str:
     return "\n".join(lines)
 
 
+LABELS = {"imp": "IMP ticket", "random": "random mask (untransformed)", "rst": "RST ticket",
+          "rst-iter": "RST-Iter ticket"}
+
+
 def plot(df: pd.DataFrame, path: Path) -> str:
+    """Test accuracy by sparsity, each method in its colour of every figure: the mean over seeds with bars of ±
+    one standard error over seeds (for 2 seeds: the two seeds' range), clipped to [0, 1]; the dense network as a
+    line with its band; y from 0."""
+    import numpy as np
+    from ..plotting import arm_style, error_bars, from_zero
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig, ax = plt.subplots(figsize=(6.5, 4))
     n = df["seed"].nunique()
-    for m in [m for m in METHODS if m in set(df["method"]) and m != "dense"]:
+    for i, m in enumerate(m for m in METHODS if m in set(df["method"]) and m != "dense"):
         g = df[df["method"] == m].groupby("target_sparsity")["test_acc"]
         x = [100 * s for s in g.mean().index]
-        ax.errorbar(x, g.mean(), yerr=g.std(ddof=1).fillna(0), marker="o", ms=4, capsize=3, label=m)
+        se = (g.std(ddof=1) / np.sqrt(g.count())).to_numpy()
+        error_bars(ax, x, g.mean(), se, ms=4, capsize=3, label=LABELS.get(m, m), ls="-", **arm_style(m, i))
     dense = df[df["method"] == "dense"]["test_acc"]
     if len(dense):
-        m, s = mean_std(dense)
-        ax.axhline(m, color="k", lw=1, label="dense")
-        ax.axhspan(m - s, m + s, color="k", alpha=0.1)
+        m, sd = mean_std(dense)
+        se = sd / np.sqrt(len(dense))
+        ax.axhline(m, color="k", lw=1, label="dense network")
+        if se:
+            ax.axhspan(max(m - se, 0), min(m + se, 1), color="k", alpha=0.1)
     ax.set_xlabel("sparsity (% of prunable weights removed)")
     ax.set_ylabel("test accuracy")
-    ax.set_title(f"Natural training, mean ± std over {n} seeds", fontsize=10)
-    return save_figure(fig, path, axes=[ax], legend_size=8)
+    bars = (f"bars ± one s.e. over {n} seeds" + (" (the two seeds' range)" if n == 2 else "")) if n > 1 else "one seed"
+    ax.set_title(f"Natural training, mean over seeds; {bars}", fontsize=9)
+    from_zero(ax)
+    return save_figure(fig, path, axes=[ax], legend="outside", legend_size=8)
 
 
 def write_report(results: dict, out_dir: Path) -> dict:
