@@ -58,6 +58,11 @@ class StepHook(Hook):
     def on_iteration(self, ctx, iteration: int) -> None:
         """Host side, after optimiser step `iteration` (0-based); cheap; change device tensors in place."""
 
+    def step_state(self) -> list[torch.Tensor]:
+        """Tensors of its own that the step changes (e.g. a weight average): a captured step saves and restores
+        them around its warm-up steps, as it does the weights."""
+        return []
+
 
 class EpochHook(Hook):
     """Runs after every epoch with the epoch's record; it may add entries to the record."""
@@ -128,3 +133,155 @@ class MaskEnforcer(StepHook):
 
     def after_update(self, model: nn.Module) -> None:
         self.apply_to_weights()
+
+
+class WeightAverage(StepHook):
+    """An exponential moving average (EMA) of the weights, updated inside every step after the optimiser's
+    update (and after the mask and every other weight transform, so pruned weights stay zero in it too).
+
+    BatchNorm: its running statistics are buffers of the model, and the average keeps an EMA of every floating
+    point buffer with the same decay as the weights (integer buffers, BatchNorm's `num_batches_tracked`, are
+    copied). No pass over the data is needed, so the averaged model costs nothing at the end of training; its
+    statistics are those the averaged weights saw (they move as slowly as the weights do). Where this matters the
+    averaged model can still be re-calibrated by the caller; the trainer does not.
+
+    The decay of update t (0-based) is min(decay, (1 + t) / (10 + t)) (TensorFlow's `num_updates` warm-up), so
+    the random initial weights leave the average within the first steps even of a short run. The count and the
+    decay are device tensors: a captured step (`CudaGraphStep`) records the update once, and `step_state` lists
+    every tensor the update changes so its warm-up steps can be undone. The average's state (and the count) go
+    into every checkpoint under this hook's key, so a resumed run continues exactly.
+
+    The average must be built after the model is on its device (it holds the model's own tensors).
+    """
+
+    key = "WeightAverage"
+    WARMUP = 10.0
+
+    def __init__(self, model: nn.Module, decay: float):
+        if not 0.0 < decay < 1.0:
+            raise TrainingError(f"invalid weight-average decay {decay!r}: expected a number in (0, 1)")
+        self.model, self.decay = model, float(decay)
+        named = list(model.named_parameters()) + list(model.named_buffers())
+        self.names = [n for n, t in named if t.is_floating_point()]
+        self.live = [t for _, t in named if t.is_floating_point()]
+        self.int_names = [n for n, t in named if not t.is_floating_point()]
+        self.int_live = [t for _, t in named if not t.is_floating_point()]
+        if not self.live:
+            raise TrainingError("the model has no floating point weights to average")
+        with torch.no_grad():
+            self.avg = [t.detach().clone() for t in self.live]
+            self.int_avg = [t.detach().clone() for t in self.int_live]
+        self.updates = torch.zeros((), dtype=torch.float32, device=self.live[0].device)
+        self._epoch_start = self._copy()
+
+    # --- inside the step (captured once on CUDA) ---
+    def decay_tensor(self) -> torch.Tensor:
+        """This update's decay, on the device: min(decay, (1 + t) / (10 + t))."""
+        return torch.clamp((1 + self.updates) / (self.WARMUP + self.updates), max=self.decay)
+
+    @torch.no_grad()
+    def after_update(self, model: nn.Module) -> None:
+        d = self.decay_tensor()
+        torch._foreach_mul_(self.avg, d)
+        torch._foreach_add_(self.avg, torch._foreach_mul([t.detach() for t in self.live], 1 - d))
+        for a, t in zip(self.int_avg, self.int_live):
+            a.copy_(t)
+        self.updates += 1
+
+    def step_state(self) -> list[torch.Tensor]:
+        return self.avg + self.int_avg + [self.updates]
+
+    # --- between epochs ---
+    def averaged_state(self) -> dict[str, torch.Tensor]:
+        """The averaged model as a state_dict-like mapping (parameters and buffers by name)."""
+        return dict(zip(self.names + self.int_names, self.avg + self.int_avg))
+
+    @torch.no_grad()
+    def swap(self) -> None:
+        """Exchange the model's own weights and buffers with the averaged ones (twice: back as they were)."""
+        for live, avg in ((self.live, self.avg), (self.int_live, self.int_avg)):
+            for t, a in zip(live, avg):
+                keep = t.detach().clone()
+                t.copy_(a)
+                a.copy_(keep)
+
+    @torch.no_grad()
+    def copy_to_model(self) -> None:
+        """Put the averaged weights and buffers into the model (the end of training)."""
+        for t, a in zip(self.live + self.int_live, self.avg + self.int_avg):
+            t.copy_(a)
+
+    def _copy(self) -> list[torch.Tensor]:
+        return [t.detach().clone() for t in self.step_state()]
+
+    def mark_epoch(self) -> None:
+        """Remember the average at this epoch's end (the catastrophic-overfitting guard may roll back to it)."""
+        self._epoch_start = self._copy()
+
+    @torch.no_grad()
+    def roll_back(self) -> None:
+        """The average as it was at the last `mark_epoch` (the guard rolled the weights back to that epoch)."""
+        for t, s in zip(self.step_state(), self._epoch_start):
+            t.copy_(s)
+
+    def state_dict(self) -> dict:
+        return {"decay": self.decay, "updates": self.updates, "average": self.averaged_state()}
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict) -> None:
+        saved = state["average"]
+        if set(saved) != set(self.names + self.int_names):
+            raise TrainingError("the checkpoint's weight average does not hold this model's parameters and buffers")
+        for name, t in self.averaged_state().items():
+            t.copy_(saved[name])
+        self.updates.copy_(state["updates"])
+        self.decay = float(state["decay"])
+        self.mark_epoch()  # the checkpoint was written at an epoch's end
+
+
+class AveragedEpochHook(EpochHook):
+    """Runs an epoch hook (the per-epoch evaluation) on the averaged weights, then puts the live ones back; it
+    keeps the wrapped hook's checkpoint key and state."""
+
+    def __init__(self, average: WeightAverage, inner: EpochHook):
+        self.average, self.inner = average, inner
+        self.key = inner.key or type(inner).__name__
+
+    def on_epoch_end(self, ctx, epoch: int, record: dict) -> Optional[str]:
+        self.average.swap()
+        try:
+            ctx.broadcast_buffers(self.average.model)  # one averaged model on every process
+            return self.inner.on_epoch_end(ctx, epoch, record)
+        finally:
+            self.average.swap()
+
+    def start(self, ctx, done_iterations: int) -> None:
+        self.inner.start(ctx, done_iterations)
+
+    def state_dict(self) -> dict:
+        return self.inner.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.inner.load_state_dict(state)
+
+
+class AverageAtEnd(EpochHook):
+    """The last epoch hook of a run with a weight average: follows the guard's roll-back, and when training ends
+    (the last epoch, or any hook stopped it) puts the averaged weights into the model, so the final evaluation,
+    the last checkpoint and the caller all get the averaged model (record["weights"] = "average")."""
+
+    key = "WeightAverage.end"
+
+    def __init__(self, average: WeightAverage, epochs: int):
+        self.average, self.epochs = average, epochs
+
+    def on_epoch_end(self, ctx, epoch: int, record: dict) -> Optional[str]:
+        if record.get("rolled_back"):
+            self.average.roll_back()
+        if record.get("stopped") or epoch + 1 >= self.epochs:
+            self.average.copy_to_model()
+            ctx.broadcast_buffers(self.average.model)
+            record["weights"] = "average"
+        else:
+            self.average.mark_epoch()
+        return None

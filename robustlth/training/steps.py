@@ -1,12 +1,15 @@
 """Training steps, the product's hot path: one optimisation step on a batch, adversarial when an attack is given.
 
 `EagerStep` runs the step op by op (any device, precision, optimiser; torch.compile). `CudaGraphStep` captures
-the whole step once — the attack with its random start drawn from the device generator, the forward and
-backward passes, the step hooks and the SGD update — as a CUDA graph and replays it per batch, so a PGD-10
+the whole step once — the attack (PGD-K, or a single-step N-FGSM, FGSM-RS or FGSM: one input-gradient pass)
+with its random start drawn from the device generator, the forward and backward passes, the step hooks (a weight
+average's update among them) and the SGD update — as a CUDA graph and replays it per batch, so a PGD-10
 step costs a handful of launches instead of thousands. The learning rate lives in a device tensor, so a
 schedule never forces a re-capture. Only SGD is captured (its update is written out here); for any other
 optimiser `make_step` says so and runs the eager step. Both return the loss and logits as device tensors: no
-host synchronisation.
+host synchronisation. Capture is gated to CUDA: `CudaGraphStep` refuses any other device, the trainer asks for it
+only on CUDA (`device.resolve_cuda_graphs`: on by default there, off elsewhere, and an explicit request on a CPU is
+one configuration error), so on a CPU every attack runs the eager step.
 
 Step hooks (`hooks.StepHook`, mask enforcement among them) add loss terms and gradient/weight transforms; a
 captured step records them once. `model` is what the training forward pass runs through
@@ -37,6 +40,7 @@ class _Step:
                  loss_fn: LossFn):
         self.model, self.opt, self.attack, self.device, self.precision = model, opt, attack, device, precision
         self.loss_fn = loss_fn
+        self.hooks = list(hooks)
         self.loss_hooks = [h for h in hooks if overrides(h, "extra_loss")]
         self.grad_hooks = [h for h in hooks if overrides(h, "after_backward")]
         self.update_hooks = [h for h in hooks if overrides(h, "after_update")]
@@ -181,8 +185,10 @@ class StaticStep(_Step):
         return self.x_adv
 
     def state_tensors(self) -> list[torch.Tensor]:
-        """Everything a step changes: weights, BatchNorm statistics, momentum buffers."""
-        return [p.data for p in self.model.parameters()] + list(self.model.buffers()) + self.buffers
+        """Everything a step changes: weights, BatchNorm statistics, momentum buffers, and the step hooks' own
+        state (a weight average)."""
+        hooks = [t for h in self.hooks for t in h.step_state()]
+        return [p.data for p in self.model.parameters()] + list(self.model.buffers()) + self.buffers + hooks
 
 
 class CudaGraphStep(StaticStep):
