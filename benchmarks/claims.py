@@ -1,4 +1,4 @@
-"""The paper's claims (SPEC section 1) at CPU scale, over several seeds: one row per claim with the paper's number,
+"""The paper's claims (docs/boosting-tickets.md) at CPU scale, over several seeds: one row per claim with the paper's number,
 ours (mean and 95 % t-interval over seeds), and a verdict.
 
 Every training is a bench arm stage (`robustlth.bench.arms.ArmStage`) cached under --cache, keyed by what it
@@ -33,7 +33,7 @@ from robustlth.bench.arms import ArmStage  # noqa: E402
 from robustlth.bench.config import BenchSetup, merge_sections  # noqa: E402
 from robustlth.config import DataConfig, config_hash  # noqa: E402
 from robustlth.runs import atomic_write_json, atomic_write_text, environment  # noqa: E402
-from robustlth.stats import Interval, paired_difference, t_interval, verdict_word  # noqa: E402
+from robustlth.stats import Interval, holm_verdicts, paired_difference, t_interval, verdict_word  # noqa: E402
 
 DATA = "npz:../shared/data/cifar10_exact_subset.npz"
 SCALES = {
@@ -284,7 +284,7 @@ def claims(runs: dict, scale: dict, aa_seeds: int) -> list[dict]:
                          f"ticket − re-init {pts(d_reinit)}; epoch 5: ticket − dense "
                          f"{pts(diff(runs, 'adv_ticket', 'adv_dense', e5p))}",
                  "verdict": v, "why": f"epoch-1 differences: vs dense {verdict_word(d_dense)}, vs re-init "
-                                      f"{verdict_word(d_reinit)}"})
+                                      f"{verdict_word(d_reinit)}", "tests": [(d_dense, 1), (d_reinit, 1)]})
     # 1b. Natural retraining (the paper's epoch-1 numbers).
     t, w, r, dn = "nat_ticket_lr0.01", "nat_ticket_lr0.1", "nat_reinit_lr0.01", "nat_dense"
     dw, dr = diff(runs, t, w, e1c), diff(runs, t, r, e1c)
@@ -295,7 +295,8 @@ def claims(runs: dict, scale: dict, aa_seeds: int) -> list[dict]:
                          f"winning {pts(iv(runs, w, e1c))} / {pts(iv(runs, w, e5c))}, re-init {pts(iv(runs, r, e1c))} / "
                          f"{pts(iv(runs, r, e5c))}, dense {pts(iv(runs, dn, e1c))} / {pts(iv(runs, dn, e5c))}; "
                          f"epoch 1 boosting − winning {pts(dw)}, boosting − re-init {pts(dr)}",
-                 "verdict": v, "why": f"epoch-1 differences: vs winning {verdict_word(dw)}, vs re-init {verdict_word(dr)}"})
+                 "verdict": v, "why": f"epoch-1 differences: vs winning {verdict_word(dw)}, vs re-init {verdict_word(dr)}",
+                 "tests": [(dw, 1), (dr, 1)]})
     # 2. Smaller search LR, stronger boost: the tickets themselves, paired by seed (same θ0).
     lrs = scale["lrs"]
     d = diff(runs, "nat_ticket_lr0.01", f"nat_ticket_lr{max(lrs):g}", e1c)
@@ -304,7 +305,8 @@ def claims(runs: dict, scale: dict, aa_seeds: int) -> list[dict]:
                  "ours": f"ticket val clean (n={n_val}) epoch 1 / 5 by search LR: " + ", ".join(
                      f"{lr:g}: {pts(iv(runs, f'nat_ticket_lr{lr:g}', e1c))} / {pts(iv(runs, f'nat_ticket_lr{lr:g}', e5c))}"
                      for lr in lrs) + f"; epoch 1, LR 0.01 − LR {max(lrs):g}: {pts(d)}",
-                 "verdict": verdict(d), "why": f"the epoch-1 accuracy at LR 0.01 minus at {max(lrs):g} is {verdict_word(d)}"})
+                 "verdict": verdict(d), "why": f"the epoch-1 accuracy at LR 0.01 minus at {max(lrs):g} is {verdict_word(d)}",
+                 "tests": [(d, 1)]})
     # 3. Ratio: strongest at 60-90 %.
     ratios = scale["ratios"]
     name = {r_: (f"nat_ticket_ratio{r_:g}", f"nat_reinit_ratio{r_:g}") for r_ in ratios}
@@ -317,7 +319,8 @@ def claims(runs: dict, scale: dict, aa_seeds: int) -> list[dict]:
                  "ours": "boost (ticket − re-init, epoch-1 val clean) by ratio: " + ", ".join(
                      f"{r_:g}: {pts(diff(runs, *name[r_], e1c))}" for r_ in ratios)
                          + f"; mean inside − outside 60-90 %: {pts(d)}",
-                 "verdict": verdict(d), "why": f"the boost inside the range minus outside it is {verdict_word(d)}"})
+                 "verdict": verdict(d), "why": f"the boost inside the range minus outside it is {verdict_word(d)}",
+                 "tests": [(d, 1)]})
     # 4. Width.
     widths = scale["widths"]
     bw = {w_: _combine(runs, [(f"nat_ticket_width{w_:g}", f"nat_reinit_width{w_:g}")], e1c) for w_ in widths}
@@ -328,7 +331,7 @@ def claims(runs: dict, scale: dict, aa_seeds: int) -> list[dict]:
                      f"{w_:g}: {pts(t_interval(bw[w_].values()))}" for w_ in widths)
                          + f"; widest − narrowest: {pts(d)}",
                  "verdict": verdict(d), "why": f"the boost at width {max(widths):g} minus at {min(widths):g} is "
-                                               f"{verdict_word(d)}"})
+                                               f"{verdict_word(d)}", "tests": [(d, 1)]})
     # 5. FGSM search as good as PGD search (non-inferiority margin 3 points).
     d1 = diff(runs, "adv_ticket", "adv_ticket_pgd_search", e1p)
     d5 = diff(runs, "adv_ticket", "adv_ticket_pgd_search", e5p)
@@ -341,7 +344,8 @@ def claims(runs: dict, scale: dict, aa_seeds: int) -> list[dict]:
                          f"PGD-found {pts(iv(runs, 'adv_ticket_pgd_search', e1p))}; FGSM − PGD epoch 1 {pts(d1)}, "
                          f"epoch 5 {pts(d5)}",
                  "verdict": v, "why": f"non-inferiority margin 3 points: FGSM − PGD at epoch 1 is {verdict_word(d1)}, "
-                                      f"lower bound {d1.lo * 100:.1f}" if d1.n >= 2 else "one seed"})
+                                      f"lower bound {d1.lo * 100:.1f}" if d1.n >= 2 else "one seed",
+                 "tests": [(d1.shifted(0.03), 1)]})
     # 6. Longer search.
     d = diff(runs, "adv_ticket", "adv_ticket_short_search", e1p)
     rows.append({"claim": "Longer search gives a stronger boost (PGD AT)",
@@ -349,7 +353,7 @@ def claims(runs: dict, scale: dict, aa_seeds: int) -> list[dict]:
                  "ours": f"ticket val PGD-20 epoch 1: {scale['bench']['search_epochs']}-epoch search "
                          f"{pts(iv(runs, 'adv_ticket', e1p))}, {scale['short_search']}-epoch "
                          f"{pts(iv(runs, 'adv_ticket_short_search', e1p))}; difference {pts(d)}",
-                 "verdict": verdict(d), "why": f"longer minus shorter search is {verdict_word(d)}"})
+                 "verdict": verdict(d), "why": f"longer minus shorter search is {verdict_word(d)}", "tests": [(d, 1)]})
     # 7. Budget sweep.
     budgets = scale["budgets"]
     gaps = {b_: diff(runs, f"nat_ticket_budget{b_}", f"nat_winning_budget{b_}", "test_clean") for b_ in budgets}
@@ -366,7 +370,8 @@ def claims(runs: dict, scale: dict, aa_seeds: int) -> list[dict]:
                      f"{pts(iv(runs, f'nat_winning_budget{b_}', 'test_clean'))}" for b_ in budgets)
                          + f"; gap at {min(budgets)} {pts(first)}, at {max(budgets)} {pts(last)}",
                  "verdict": verdict(first), "why": f"the gap at the smallest budget is {verdict_word(first)}; "
-                                                  f"its shrinking to the largest budget is {verdict_word(shrink)}"})
+                                                  f"its shrinking to the largest budget is {verdict_word(shrink)}",
+                 "tests": [(first, 1)]})
     # 8. Time ratio at equal robustness.
     ratio, never = {}, 0
     for s, dense in runs.get("adv_dense_long", {}).items():
@@ -400,7 +405,29 @@ def claims(runs: dict, scale: dict, aa_seeds: int) -> list[dict]:
                          f"difference {pts(fd)}" + (f"; AutoAttack worst case (n={scale['aa_n']}): {aa}" if aa else ""),
                  "verdict": v, "why": "the interval of the time ratio lies below 1" if v == "reproduced" else
                  ("the ticket needed more time than dense, or never got there" if v == "contradicted" else
-                  "the interval of the ratio includes 1, or too few seeds reached the target")})
+                  "the interval of the ratio includes 1, or too few seeds reached the target"),
+                 "tests": [(rt.shifted(-1.0), -1)] if rt.n >= 2 and never == 0 else []})
+    return holm_pass(rows)
+
+
+def holm_pass(rows: list[dict]) -> list[dict]:
+    """Multiplicity control: every row's deciding intervals form one family; a reproduced or contradicted verdict
+    stands only if each of its tests still holds after Holm's correction over the whole table."""
+    tests = [(i, iv) for i, r in enumerate(rows) for iv, _ in r.pop("tests", [])]
+    holm = holm_verdicts([iv for _, iv in tests])
+    m = holm[0]["m"] if holm else 0
+    holds: dict[int, list[bool]] = {}
+    for (i, _), h in zip(tests, holm):
+        holds.setdefault(i, []).append(h["holds"])
+    for i, r in enumerate(rows):
+        r["tests"] = len(holds.get(i, []))
+        if r["verdict"] == "inconclusive" or not holds.get(i):
+            continue
+        if all(holds[i]):
+            r["why"] += f" (holds after Holm over the table's {m} tests)"
+        else:
+            r["why"] += f"; not after Holm's correction over the table's {m} tests"
+            r["verdict"] = "inconclusive"
     return rows
 
 
@@ -461,7 +488,8 @@ def render(rows: list[dict], scale_name: str, seeds: list[int], files: list[str]
              f"Command: `{command}`", "",
              "Accuracies in points: mean ± half-width of the 95 % t-interval over seeds (paired by seed for "
              "differences: same θ0 and data order); n = evaluation images. Verdict: reproduced / contradicted when "
-             "the interval of the deciding difference is clear of zero in the paper's / the opposite direction, "
+             "the interval of the deciding difference is clear of zero in the paper's / the opposite direction "
+             f"and stays so after Holm's correction over the table's {sum(r.get('tests', 0) for r in rows)} tests, "
              "else inconclusive at this scale.", "",
              "| claim | paper | ours | verdict | why |", "|---|---|---|---|---|"]
     lines += [f"| {r['claim']} | {r['paper']} | {r['ours']} | **{r['verdict']}** | {r['why']} |" for r in rows]
