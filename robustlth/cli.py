@@ -25,7 +25,8 @@ SECTIONS = {"train": ("data", "model", "train", "attack"),
             "ablate": ("data", "model", "bench", "train", "attack", "prune", "structured", "final", "axes"),
             "locality": ("data", "model", "train", "locality"),
             "lth": ("data", "train", "lth"),
-            "sparsity-sweep": ("data", "model", "train", "sweep")}
+            "sparsity-sweep": ("data", "model", "train", "sweep"),
+            "speedrun": ("data", "model", "train", "attack", "final", "speedrun")}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -74,6 +75,13 @@ def _config_path(text: str) -> Path:
     if not text.strip():
         raise argparse.ArgumentTypeError("expected a YAML file, got an empty path")
     return Path(text)
+
+
+def _n_images(text: str):
+    """argparse type of eval --n: a count >= 1, or all."""
+    if text.strip().lower() == "all":
+        return "all"
+    return int_at_least(1)(text)
 
 
 def number_in(low: float, high: float = float("inf"), low_open: bool = False):
@@ -215,7 +223,8 @@ def cmd_eval(args) -> int:
     if saved.data is None:
         raise UsageError(f"{saved.checkpoint} does not say which data it was trained on: pass --data SOURCE")
     data = load_dataset(saved.data)  # the run's own data: its test images are the run's own test set
-    n = args.n if args.n is not None else min(saved.eval_n or len(data.test), len(data.test))
+    n = len(data.test) if args.n == "all" else args.n if args.n is not None else \
+        min(saved.eval_n or len(data.test), len(data.test))
     if n > len(data.test):
         raise UsageError(f"--n {n} but the test set of {saved.data.data} has {len(data.test)} images")
     default_out = saved.checkpoint.parent / f"eval_{'-'.join(attacks)}_n{n}.json"
@@ -318,13 +327,11 @@ def cmd_bench(args, ctx) -> int:
                              allow_small_data=args.allow_small_data, ctx=ctx)
     if not ctx.is_primary:
         return 0
-    h = results["headline"]
+    from .bench.harness import stdout_summary
     from .bench.report import headline_lines
     print("\n".join(line.replace("**", "") for line in headline_lines(results)))  # the honest headline first
     _say(f"report: {run.file('report.md')}")
-    print(json.dumps({"run_dir": str(run.path), "ticket_vs_dense_time_to_target": h["time_to_target_vs_dense"],
-                      "total_time_ratio": round(h["total_time_ratio"], 4),
-                      "final_worst_case_diff": h.get("final_worst_case_diff"), "target_pgd20": h["target_pgd20"]}))
+    print(json.dumps(stdout_summary(results, str(run.path))))  # the headline's own numbers, each with its n
     return 0
 
 
@@ -429,6 +436,7 @@ def cmd_lth(args) -> int:
     from .lth import PRESETS, TRAIN_DEFAULTS, LTHConfig, run_lth
     device = _setup(args)
     c = _experiment_configs(args, PRESETS, TRAIN_DEFAULTS, ("lth",))
+    check_preset_data("lth", args.preset, PRESETS[args.preset].get("data", {}).get("data"), c["data"])
     cfg = config_from_args(LTHConfig, args, c["lth"])
     check_device_settings(device, c["train"].precision, c["train"].cuda_graphs, c["train"].compile)
     results, run = run_lth(cfg, c["data"], c["train"], device, args.out, preset=args.preset, log=_say)
@@ -441,11 +449,80 @@ def cmd_sparsity_sweep(args) -> int:
     from .sweep import FINETUNE_DEFAULTS, PRESETS, SweepConfig, run_sweep
     device = _setup(args)
     c = _experiment_configs(args, PRESETS, FINETUNE_DEFAULTS, ("model", "sweep"))
+    check_preset_data("sparsity-sweep", args.preset, PRESETS[args.preset].get("data", {}).get("data"), c["data"])
     model_cfg, cfg = _model_config(args, c["model"]), config_from_args(SweepConfig, args, c["sweep"])
     check_device_settings(device, c["train"].precision, c["train"].cuda_graphs, c["train"].compile)
     results, run = run_sweep(cfg, c["data"], model_cfg, c["train"], device, args.out, preset=args.preset, log=_say)
     _say(f"tables: {run.file('tables.md')}")
     print(json.dumps({"run_dir": str(run.path), "rows": len(results["rows"])}))
+    return 0
+
+
+def cmd_speedrun(args) -> int:
+    from .speedrun import PRESETS, SECTIONS as SPEEDRUN_SECTIONS, SpeedrunSetup, headline_lines, run_speedrun
+    if args.quick and args.preset not in (None, "quick"):
+        raise UsageError(f"--quick is --preset quick; it cannot go with --preset {args.preset}")
+    preset_name = "quick" if args.quick else (args.preset or "full")
+    device = _setup(args)
+    if preset_name == "quick" and not args.threads and device.type == "cpu":
+        import torch
+        torch.set_num_threads(1)  # the dry run's tiny network: one thread is as fast, and far faster on a busy machine
+    preset, sec = PRESETS[preset_name], _sections(args)
+    values = {name: (_model_config(args, {**preset.get(name, {}), **sec.get(name, {})}) if name == "model" else
+                     config_from_args(cls, args, {**preset.get(name, {}), **sec.get(name, {})}))
+              for name, cls in SPEEDRUN_SECTIONS.items()}
+    setup = SpeedrunSetup(**values)
+    check_device_settings(device, setup.train.precision, setup.train.cuda_graphs, setup.train.compile)
+    result, run = run_speedrun(setup, device, args.out, preset=preset_name, progress=args.progress, log=_say)
+    print("\n".join(line.replace("**", "") for line in headline_lines(result)))
+    _say(f"report: {run.file('report.md')}")
+    p = result.main()
+    print(json.dumps({"run_dir": str(run.path), "epochs": p.epochs, "train_time_s": round(p.train_time, 3),
+                      "search_time_s": round(p.search_time, 3), "ticket": p.ticket and p.ticket["kind"],
+                      "final_eval_time_s": round(p.final_eval_time, 3), "n": p.n, "clean": p.clean, **p.accuracy,
+                      "worst_case": p.worst_case, "guard_fired": p.guard_fired,
+                      "curve": [{"epochs": q.epochs, "train_time_s": round(q.train_time, 3), "robust": q.robust}
+                                for q in result.points]}))
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------------
+def cmd_data(args) -> int:
+    from .data.build import EXACT_SUBSET_NAME, build_exact_subset, check_file, ARCHIVE_NAME, PUBLISHED
+    from .data.sources import data_root
+    from .shared_data import data_folders, find_data_file
+    if args.action == "build":
+        out = check_output_file(args.output if args.output else data_root().expanduser() / EXACT_SUBSET_NAME)
+        archive = args.archive if args.archive is not None else find_data_file(ARCHIVE_NAME)
+        if archive is not None and args.archive is None:
+            _say(f"using {archive} (found in the data folders)")
+        r = build_exact_subset(archive, out, download_to=data_root().expanduser(),
+                               keep_unverified=args.keep_unverified, log=_say)
+        print(json.dumps({"output": str(r.output), "sha256": r.sha256, "verified": r.verified,
+                          "archive_md5": r.source.archive_md5, "official_batches": len(r.source.official_batches),
+                          "shapes": r.shapes}))
+        return 0
+    # check: the folders in the order they are searched, and every known file's sha256
+    _say("data folders, searched in this order (docs/data.md): " + ", ".join(map(str, data_folders())))
+    files = [Path(p) for p in args.files] or [find_data_file(n) or data_root().expanduser() / n for n in PUBLISHED]
+    rows = [check_file(p) for p in files]
+    for r in rows:
+        state = ("missing" if not r["exists"] else "no published sha256 for this name" if r["ok"] is None else
+                 "ok (the published sha256)" if r["ok"] else
+                 "DIFFERS from the published sha256" + (" (its arrays are the published ones)" if r.get("arrays_ok")
+                                                       else ""))
+        _say(f"{r['path']}: {state}")
+    print(json.dumps(rows))
+    return 2 if any(r.get("ok") is False and not r.get("arrays_ok") for r in rows) else 0
+
+
+def cmd_export(args) -> int:
+    from .export import export_run
+    out = check_output_dir(args.out_dir, "OUT_DIR")
+    info = export_run(args.run_dir, out, eval_file=args.eval, trust_factory=args.trust_factory, log=_say)
+    ev = info["robustlth"]["evaluation"] or {}
+    print(json.dumps({"out_dir": str(out), "clean_acc": info["clean_acc"], "autoattack_acc": info["autoattack_acc"],
+                      "n_test_images": ev.get("n_test_images"), "data": ev.get("data")}))
     return 0
 
 
@@ -491,9 +568,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "an IMP round, an ablation cell's arm")
     p.add_argument("--attacks", default="pgd20,pgd100,cw,autoattack",
                    help="comma-separated: fgsm, pgdK[xR], cw[K][xR], autoattack, ta-NAME (default: %(default)s)")
-    p.add_argument("--n", type=int_at_least(1), default=None,
-                   help="the first N of the run's own test images (default: as many as the run's final evaluation "
-                        "used, else its whole test set)")
+    p.add_argument("--n", type=_n_images, default=None,
+                   help="the first N of the run's own test images, or all (its whole test set; default: as many as "
+                        "the run's final evaluation used, else its whole test set)")
     p.add_argument("--model", help="override (or, for old checkpoints, give) the architecture: registry name or "
                                    "package.module:factory")
     p.add_argument("--width", type=number_in(0, low_open=True), help="override the width multiplier")
@@ -503,13 +580,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eps", type=number_in(0, 1), default=8 / 255, help="L-inf budget (default: 8/255)")
     p.add_argument("--data", help="override the run's data source (default: the run's own)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress lines")
-    p.add_argument("--batch-size", type=int_at_least(1), default=256)
+    p.add_argument("--batch-size", type=int_at_least(1), default=256,
+                   help="images per attack batch (default: %(default)s)")
     p.add_argument("--seed", type=int_at_least(0, SEED_MAX), default=0, help="seed of the attacks' random starts")
     p.add_argument("--independent", action="store_true",
                    help="run every attack on all clean-correct points (default: only on points still robust)")
     p.add_argument("--output", help="result JSON path (default: inside the run directory)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int_at_least(1, MAX_THREADS))
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--threads", type=int_at_least(1, MAX_THREADS),
+                   help=f"torch CPU threads, 1..{MAX_THREADS} (default: torch's choice)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("find-ticket", help="search a (boosting) ticket: train, prune, reset; IMP with --rounds; "
@@ -525,7 +604,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .pruning import RSTConfig
     add_config_args(p, RSTConfig, title="dual ticket (--method rst / rst-iter; default imp: the boosting-ticket "
                                         "or IMP search above); the transformation trains with the search "
-                                        "settings, defaults SPEC 3: LR 1e-3, batch 64, no attack")
+                                        "settings, defaults as in the paper (docs/rst.md): LR 1e-3, batch 64, "
+                                        "no attack")
     method = next(a for a in p._actions if a.dest == "method")
     method.help = "imp (the default: no transformation), rst (one transformation) or rst-iter (cycles)"
     p.set_defaults(func=cmd_find_ticket)
@@ -538,8 +618,10 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     _parallel(p)
     p.add_argument("--preset", choices=list(PRESETS), default="cpu",
-                   help="smoke (CI, seconds), cpu (exact CIFAR-10 subset, ~35 min on 2 cores), gpu (one GPU, "
-                        "minutes), paper (GPU, the paper's setting); default: %(default)s")
+                   help="smoke (CI, seconds), cpu (exact CIFAR-10 subset, 22-35 min on 2 CPU cores with native bf16: "
+                        "21.7 measured, more on a loaded machine; use --precision fp32 where bf16 is emulated), gpu "
+                        "(one GPU, minutes), paper (GPU, the paper's setting); "
+                        "default: %(default)s")
     p.add_argument("--allow-small-data", action="store_true",
                    help="run a full-scale preset (gpu, paper) on fewer training images than it is meant for")
     _add_bench_args(p)
@@ -548,8 +630,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="re-render a benchmark report (or an ablation grid's tables and figures), or "
                                          "compare several benchmark runs")
-    p.add_argument("run_dirs", nargs="+", type=Path)
-    p.add_argument("--output", help="write the comparison table (Markdown) here")
+    p.add_argument("run_dirs", nargs="+", type=Path,
+                   help="a bench run directory (runs/bench_*: its report.md is re-rendered from result.json), an "
+                        "ablation grid (re-renders tables.md and its figures from ablation.csv), or several bench "
+                        "runs to compare")
+    p.add_argument("--output", help="write the comparison table (Markdown) here, with the runs' cost-robustness "
+                                    "frontier averaged per arm (default: print the table)")
     p.set_defaults(func=cmd_report)
 
     from .ablate import PRESETS as ABLATE_PRESETS, AblateConfig
@@ -562,9 +648,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="serial in-process, or one submitit job per search and per cell")
     p.add_argument("--cluster", choices=["local", "slurm", "debug"], default=None,
                    help="submitit executor (default: SLURM if available, else local processes)")
-    p.add_argument("--timeout-min", type=int_at_least(1), default=240)
-    p.add_argument("--gpus-per-job", type=int_at_least(0), default=0)
-    p.add_argument("--cpus-per-job", type=int_at_least(1), default=2)
+    p.add_argument("--timeout-min", type=int_at_least(1), default=240,
+                   help="submitit: minutes a job may run before the cluster stops it (default: %(default)s)")
+    p.add_argument("--gpus-per-job", type=int_at_least(0), default=0,
+                   help="submitit: GPUs per job (default: %(default)s)")
+    p.add_argument("--cpus-per-job", type=int_at_least(1), default=2,
+                   help="submitit: CPU cores (and torch threads) per job; on one machine at most cores / this many "
+                        "jobs run at once (default: %(default)s)")
     p.add_argument("--partition", help="SLURM partition")
     _add_bench_args(p)
     add_config_args(p, AblateConfig, prefix="grid-", title="grid axes (comma-separated values)")
@@ -573,36 +663,98 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .pruning import CONTROLS
     p = sub.add_parser("control", help="make a control ticket: random re-init, random pruning, or noise")
-    p.add_argument("--ticket", type=Path, required=True)
+    p.add_argument("--ticket", type=Path, required=True, help="ticket file (ticket.pt) from find-ticket")
     p.add_argument("--trust-factory", action="extend", type=parse_trust_flag, default=[], metavar="PKG.MOD:FN",
                    help="import this model factory when the ticket file names it (a file's factory runs only with "
                         "your word); repeatable, comma-separated")
-    p.add_argument("--kind", required=True, choices=CONTROLS)
-    p.add_argument("--seed", type=int_at_least(0, SEED_MAX), default=1)
-    p.add_argument("--k", type=number_in(0), default=0.5, help="noise scale in units of each layer's init std")
-    p.add_argument("--output", type=Path, required=True)
+    p.add_argument("--kind", required=True, choices=CONTROLS,
+                   help="reinit: same mask, new random initial weights; random_layerwise / random_global: a random "
+                        "mask with the ticket's per-layer / overall sparsity, on the ticket's initial weights; noise: "
+                        "the ticket's initial weights plus Gaussian noise of --k times each layer's init std "
+                        "(docs/lth.md)")
+    p.add_argument("--seed", type=int_at_least(0, SEED_MAX), default=1,
+                   help="seed of the control's random weights, mask or noise (default: %(default)s)")
+    p.add_argument("--k", type=number_in(0), default=0.5,
+                   help="--kind noise: noise scale in units of each layer's init std (default: %(default)s)")
+    p.add_argument("--output", type=Path, required=True, help="where to write the control ticket file")
     p.set_defaults(func=cmd_control)
 
     from .locality import PRESETS as LOCALITY_PRESETS, LocalityConfig
-    p = sub.add_parser("locality", help="IMP on the FCN and the locality analysis of its first layer (SPEC 4)")
+    p = sub.add_parser("locality", help="IMP on the FCN and the locality analysis of its first layer "
+                                        "(docs/locality.md)")
     _common(p)
     p.add_argument("--preset", choices=list(LOCALITY_PRESETS), default="cpu",
-                   help="smoke (seconds, synthetic), cpu (exact CIFAR-10 subset), paper (SPEC); default: %(default)s")
+                   help="smoke (seconds, synthetic), cpu (exact CIFAR-10 subset, about 22 minutes on 2 CPU cores), "
+                        "paper (the paper's recipe, docs/locality.md; GPU); default: %(default)s")
     for cls in (DataConfig, ModelConfig, TrainConfig, LocalityConfig):
         add_config_args(p, cls)
     p.set_defaults(func=cmd_locality)
 
     from .lth import PRESETS as LTH_PRESETS, LTHConfig
-    _experiment_parser(sub, "lth", "the LTH experiment on Conv-2/4/6 (SPEC 2): IMP with layer-wise rates, "
+    _experiment_parser(sub, "lth", "the LTH experiment on Conv-2/4/6 (docs/lth.md): IMP with layer-wise rates, "
                                    "early-stopping iteration and accuracy vs controls, by round",
-                       LTH_PRESETS, "~12 CPU-minutes", (DataConfig, TrainConfig, LTHConfig), cmd_lth,
-                       "The LTH experiment on Conv-2/4/6 (SPEC 2). Training is SGD by default (the presets' "
+                       LTH_PRESETS, "about 13 CPU-minutes; 37 min of wall-clock measured on a loaded 2-core machine",
+                       (DataConfig, TrainConfig, LTHConfig), cmd_lth,
+                       "The LTH experiment on Conv-2/4/6 (docs/lth.md). Training is SGD by default (the presets' "
                        "numbers); the paper's Adam: --optimizer adam --lr 2e-4 (Conv-2) or 3e-4 (Conv-4/6).")
     from .sweep import PRESETS as SWEEP_PRESETS, SweepConfig
-    _experiment_parser(sub, "sparsity-sweep", "dense vs IMP ticket vs random ticket vs RST (SPEC 3) at several "
+    _experiment_parser(sub, "sparsity-sweep", "dense vs IMP ticket vs random ticket vs RST (docs/rst.md) at several "
                                               "sparsities, natural training",
-                       SWEEP_PRESETS, "~7 CPU-minutes", (DataConfig, ModelConfig, TrainConfig, SweepConfig),
+                       SWEEP_PRESETS, "about 7 CPU-minutes; 22 min of wall-clock measured on a loaded 2-core machine",
+                       (DataConfig, ModelConfig, TrainConfig, SweepConfig),
                        cmd_sparsity_sweep)
+    from .speedrun import PRESETS as SPEEDRUN_PRESETS, SECTIONS as SPEEDRUN_SECTIONS
+    p = sub.add_parser("speedrun", help="a robust CIFAR-10 model as fast as robustlth trains one: training seconds "
+                                        "against AutoAttack, clean and PGD-50 accuracy; --curve for several budgets",
+                       description="The speedrun recipe (README, Speedrun): PreActResNet-18, N-FGSM, one-cycle LR, "
+                                   "label smoothing, weight EMA, bf16 + channels_last + CUDA graphs on a GPU. Flags "
+                                   "left out take the preset's value (listed at the end).",
+                       epilog=preset_listing(SPEEDRUN_PRESETS), formatter_class=argparse.RawDescriptionHelpFormatter)
+    _common(p)
+    p.add_argument("--preset", choices=list(SPEEDRUN_PRESETS), default=None,
+                   help="full (the recipe: full CIFAR-10 from the offline JPEG copy, the exact subset's first 1,000 "
+                        "test images for AutoAttack; for a GPU) or quick (a dry run in seconds on any device); "
+                        "default: full")
+    p.add_argument("--quick", action="store_true", help="the dry run: --preset quick")
+    for name, cls in SPEEDRUN_SECTIONS.items():
+        add_config_args(p, cls, title=f"{name} section")
+    p.set_defaults(func=cmd_speedrun)
+
+    p = sub.add_parser("data", help="build the exact CIFAR-10 subset from the official archive, or check data "
+                                    "files against their published sha256 (docs/data.md)")
+    data_sub = p.add_subparsers(dest="action", required=True, parser_class=_CommandParser)
+    q = data_sub.add_parser("build", help="cifar10_exact_subset.npz from cifar-10-python.tar.gz")
+    q.add_argument("--archive", type=Path,
+                   help="the official cifar-10-python.tar.gz (or its extracted cifar-10-batches-py folder); default: "
+                        "the one in the data folders, else downloaded (163 MB, md5-checked) into the data folder")
+    q.add_argument("--output", type=Path,
+                   help="where to write the subset (default: the data folder, $ROBUSTLTH_DATA or ~/.cache/robustlth, "
+                        "where presets look first)")
+    q.add_argument("--keep-unverified", action="store_true",
+                   help="keep the file even when it is not the published subset (sha256 and arrays differ); by "
+                        "default such a file is not written")
+    q = data_sub.add_parser("check", help="the data folders in search order, and each data file's sha256 against "
+                                          "the published one")
+    q.add_argument("files", nargs="*", help="files to check (default: cifar10_exact_subset.npz and cifar10_jpeg.npz "
+                                            "where the data-finding rule finds them)")
+    p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("export", help="a trained run as a RobustBench-style folder: model.pt (plain state dict), "
+                                      "model_info.json, load.py")
+    p.add_argument("run_dir", type=Path, help="a train run (runs/train_*) or bench arm (runs/arm-*_*) directory, or "
+                                              "its checkpoint.pt")
+    p.add_argument("out_dir", type=Path, help="folder to write model.pt, model_info.json and load.py into")
+    p.add_argument("--eval", type=Path, help="the evaluation (eval_*.json from robustlth eval) whose accuracies to "
+                                             "report (default: AutoAttack alone on the most images, else the largest "
+                                             "evaluation beside the checkpoint, else a bench arm's final evaluation)")
+    p.add_argument("--trust-factory", action="extend", type=parse_trust_flag, default=[], metavar="PKG.MOD:FN",
+                   help="import this model factory when the checkpoint names it (a file's factory runs only with "
+                        "your word); repeatable, comma-separated")
+    p.set_defaults(func=cmd_export)
+
+    for name, secs in SECTIONS.items():  # --config's help names the sections that command reads
+        config = next(a for a in sub.choices[name]._actions if a.dest == "config")
+        config.help = f"YAML file with the sections {', '.join(secs)} (any other is an error); flags override it"
     return parser
 
 

@@ -204,6 +204,9 @@ class DataConfig(Config):
                       "the training images)", lambda: DATASET_SPECS)})
     flips: Optional[bool] = field(default=None, metadata={
         "help": "horizontal flips in augmentation (default: the dataset's choice; off for svhn)"})
+    test_data: Optional[str] = field(default=None, metadata={
+        "help": "a second source (npz:PATH or cifar10-jpeg:PATH) whose test split replaces the first's, e.g. the "
+                "exact CIFAR-10 subset's bit-exact test images while training on the JPEG copy"})
 
     def validate(self) -> None:
         src = self.data
@@ -213,6 +216,9 @@ class DataConfig(Config):
         ok = src in DATASET_SPECS or src == "synthetic" or (src.startswith(("npz:", "cifar10-jpeg:"))
                                                              and len(src.split(":", 1)[1]) > 0)
         _check(ok, "data", src, f"{DATASET_SPECS.help()}, synthetic, npz:PATH or cifar10-jpeg:PATH")
+        t = self.test_data
+        _check(t is None or (t.startswith(("npz:", "cifar10-jpeg:")) and len(t.split(":", 1)[1]) > 0), "test_data", t,
+               "npz:PATH or cifar10-jpeg:PATH")
         for name in ("n_train", "n_test"):
             v = getattr(self, name)
             _check(v is None or v > 0, name, v, "a positive integer or none")
@@ -227,11 +233,16 @@ class DataConfig(Config):
         """A data file is identified by its content too: a file replaced at the same path is a new run."""
         from .safety import file_digest
         out = self.non_default()
-        if self.file() is not None:
-            if not self.file().is_file():
-                raise ConfigError(f"data file {self.file()} does not exist")
-            out["content_sha256"] = file_digest(self.file())
+        for key, path in (("content_sha256", self.file()), ("test_content_sha256", self.test_file())):
+            if path is not None:
+                if not path.is_file():
+                    raise ConfigError(f"data file {path} does not exist")
+                out[key] = file_digest(path)
         return out
+
+    def test_file(self) -> Optional[Path]:
+        """The data file of the test_data source (None when the test split comes from `data`)."""
+        return Path(self.test_data.split(":", 1)[1]).expanduser() if self.test_data else None
 
 
 @dataclass(frozen=True)
@@ -292,6 +303,10 @@ class TrainConfig(Config):
         "help": "training loss: " + LOSSES.help() + " (the training attack crafts its examples with plain "
                 "cross-entropy whatever this is)"})
     label_smoothing: float = field(default=0.0, metadata={"help": "label smoothing of the ce training loss, in [0, 1)"})
+    ema: float = field(default=0.0, metadata={
+        "help": "decay of an exponential moving average of the weights and BatchNorm statistics, updated every step "
+                "(decay of step t: min(ema, (1+t)/(10+t))); per-epoch evaluation, the final model and its "
+                "checkpoint are the average; 0: off"})
     schedule: str = field(default="step", metadata={"help": "constant, step (x gamma at milestones) or onecycle"})
     milestones: Tuple[float, ...] = field(default=(0.5, 0.75), metadata={"help": "LR drops as fractions of the budget"})
     gamma: float = 0.1
@@ -322,6 +337,7 @@ class TrainConfig(Config):
         OPTIMIZERS.check(self.optimizer, "optimizer")
         LOSSES.check(self.loss, "loss")
         _check(0 <= self.label_smoothing < 1, "label_smoothing", self.label_smoothing, "a number in [0, 1)")
+        _check(0 <= self.ema < 1, "ema", self.ema, "a decay in [0, 1) (0: no weight average)")
         _choice("schedule", self.schedule, SCHEDULES)
         _check(all(0 < m < 1 for m in self.milestones) and list(self.milestones) == sorted(self.milestones),
                "milestones", self.milestones, "increasing fractions of the budget in (0, 1)")

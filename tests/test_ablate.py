@@ -31,6 +31,7 @@ def test_expand_is_the_cartesian_product_with_budget_rescaling():
     assert all(c["axes"]["width"] == 1.0 for c in cells)
 
 
+@pytest.mark.extended
 def test_smoke_grid_csv_tables_plots(smoke):
     df = pd.read_csv(smoke / "ablation.csv")
     assert len(df) == 16  # 2 x 2 x 2 cells, ticket and reinit
@@ -48,6 +49,7 @@ def test_smoke_grid_csv_tables_plots(smoke):
     assert len(list(smoke.glob("search_*"))) == 4
 
 
+@pytest.mark.extended
 def test_rerun_skips_finished_cells_and_failed_cell_is_recorded(smoke, tmp_path):
     cells = json.loads((smoke / "cells.json").read_text())
     victim = smoke / f"cell_{cells[0]['id']}"
@@ -65,6 +67,7 @@ def test_rerun_skips_finished_cells_and_failed_cell_is_recorded(smoke, tmp_path)
     assert "failed" in (smoke / "tables.md").read_text()
 
 
+@pytest.mark.extended
 def test_submitit_local_executor(tmp_path):
     pytest.importorskip("submitit")
     args = ["ablate", *SMOKE, "--out", str(tmp_path), "--grid-search-lr", "0.01", "--grid-ratio", "0.8",
@@ -99,6 +102,7 @@ def test_launcher_limits_local_concurrency_and_refuses_missing_slurm(monkeypatch
     assert Launcher("serial").concurrency() == 1
 
 
+@pytest.mark.extended
 def test_cells_record_time_and_concurrency_and_open_with_eval(smoke, capsys):
     df = pd.read_csv(smoke / "ablation.csv")
     ok = df[df["status"] == "ok"]

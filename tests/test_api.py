@@ -80,6 +80,7 @@ def test_api_ticket_train_evaluate_and_cli_eval(tmp_path, capsys):
     assert out["n"] == 40  # the run's own test set, all of it
 
 
+@pytest.mark.extended
 def test_custom_model_example_runs(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     args = ["--n-train", "200", "--search-epochs", "1", "--epochs", "1", "--n", "20", "--width", "0.25",
@@ -87,13 +88,17 @@ def test_custom_model_example_runs(tmp_path):
     done = subprocess.run([sys.executable, str(ROOT / "examples" / "custom_model.py"), *args], env=env,
                           capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "worst case over PGD-20 and AutoAttack on 20 test images" in done.stdout
-    run_dir = done.stdout.strip().split("checkpoint: ")[-1]
+    assert "worst case over PGD-20 and AutoAttack on the first 20 test images" in done.stdout
+    run_dir = done.stdout.split("checkpoint: ")[-1].splitlines()[0].strip()
+    worst = float(done.stdout.split("test images: ")[1].split()[0])
+    assert done.stdout.strip().splitlines()[-1].endswith("--attacks pgd20,autoattack --n 20")
     # The script's factory is recorded as custom_model:small_cnn: `robustlth eval` imports it from examples/
-    # when the user trusts it (a factory a checkpoint names is never imported on the file's word alone).
+    # when the user trusts it (a factory a checkpoint names is never imported on the file's word alone). The command
+    # the example prints repeats its evaluation: the same images, attacks and seed give the same worst case.
     env["PYTHONPATH"] = f"{ROOT}{os.pathsep}{ROOT / 'examples'}"
-    ev = subprocess.run([sys.executable, "-m", "robustlth", "eval", "--checkpoint", run_dir, "--attacks", "pgd3",
-                         "--device", "cpu", "--trust-factory", "custom_model:small_cnn"], env=env,
-                        capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    ev = subprocess.run([sys.executable, "-m", "robustlth", "eval", "--checkpoint", run_dir, "--attacks",
+                         "pgd20,autoattack", "--n", "20", "--device", "cpu", "--no-progress", "--trust-factory",
+                         "custom_model:small_cnn"], env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert ev.returncode == 0, ev.stderr[-2000:]
     assert "evaluating custom_model:small_cnn" in ev.stderr
+    assert json.loads(ev.stdout.strip().splitlines()[-1])["worst_case"] == pytest.approx(worst, abs=1e-3)

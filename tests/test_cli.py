@@ -69,6 +69,7 @@ def test_train_from_yaml_with_flag_override(tmp_path):
     assert cfg["train"]["lr"] == 0.02 and cfg["train"]["epochs"] == 1 and cfg["model"]["width"] == 0.25
 
 
+@pytest.mark.extended
 def test_find_ticket_then_train_the_ticket(tmp_path, capsys):
     common = ["--data", "synthetic", "--n-train", "200", "--n-test", "50", "--out", str(tmp_path), "--no-progress",
               "--device", "cpu"]
@@ -90,3 +91,33 @@ def test_find_ticket_then_train_the_ticket(tmp_path, capsys):
     assert cfg["train"]["warmup_start_lr"] == 0.01 and cfg["train"]["warmup_epochs"] == 0.5
     r = run_cli("train", "--mask", ticket, "--model", "vgg16", *common)
     assert r.returncode == 2 and "is a ticket for cnn6" in r.stderr
+
+
+def test_every_flag_of_every_command_has_help():
+    import argparse
+    from robustlth.cli import SECTIONS, build_parser
+
+    def commands(parser, prefix=()):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield (*prefix, name), sub
+                    yield from commands(sub, (*prefix, name))
+    missing, seen = [], []
+    for path, sub in commands(build_parser()):
+        seen.append(" ".join(path))
+        for a in sub._actions:
+            if isinstance(a, (argparse._HelpAction, argparse._SubParsersAction)):
+                continue
+            if not (a.help or "").strip() or a.help == argparse.SUPPRESS:
+                missing.append(f"{' '.join(path)} {'/'.join(a.option_strings) or a.dest}")
+    assert not missing, missing
+    assert {"report", "control", "data build", "data check", "export", "eval"} <= set(seen)
+    # --config names exactly the YAML sections the command reads; no help cites a SPEC that does not ship
+    parser = build_parser()
+    for name, secs in SECTIONS.items():
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[name]
+        text = sub.format_help()
+        assert "SPEC" not in text, name
+        config = next(a for a in sub._actions if a.dest == "config")
+        assert config.help.startswith(f"YAML file with the sections {', '.join(secs)} "), name

@@ -24,6 +24,7 @@ def _worker(tmp_path, world: int, mode: str = "dense") -> list[dict]:
     return [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(world)]
 
 
+@pytest.mark.extended
 def test_two_processes_stay_identical_and_train_like_one(tmp_path):
     (tmp_path / "one").mkdir(), (tmp_path / "two").mkdir()
     (single,) = _worker(tmp_path / "one", 1)
@@ -47,6 +48,7 @@ def test_masked_ticket_keeps_pruned_weights_zero_on_every_rank(tmp_path):
             assert torch.count_nonzero(w[m]) > 0.9 * m.sum()
 
 
+@pytest.mark.extended
 def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
     argv = TRAIN + ["--epochs", "3"]
     for rc, _, err in finish(launch(argv + ["--out", tmp_path / "ref"], 2)):
@@ -66,6 +68,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
     assert assert_same_runs(tmp_path / "ref", out) >= 4
 
 
+@pytest.mark.extended
 def test_a_dead_rank_stops_every_rank_with_a_clear_error(tmp_path):
     procs = launch(TRAIN + ["--epochs", "50", "--out", tmp_path], 2)
     deadline = time.time() + 180
@@ -100,6 +103,7 @@ BENCH = ["-m", "robustlth", "bench", "--preset", "smoke", "--n-train", "200", "-
          "--no-progress", "--dist-timeout", "60"]
 
 
+@pytest.mark.extended
 def test_bench_runs_data_parallel_with_one_writer(tmp_path):
     from robustlth.data import as_float, load_dataset
     from robustlth.evaluate import predict

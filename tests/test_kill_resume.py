@@ -24,6 +24,7 @@ def _no_tmp(root):
     return not [f for f in files(root) if f.endswith(".tmp")]
 
 
+@pytest.mark.extended
 def test_kill_inside_a_checkpoint_write_resumes_identically(tmp_path):
     cli(*TRAIN, "--out", tmp_path / "ref")
     out = tmp_path / "killed"

@@ -55,6 +55,7 @@ def _smoke(**lth):
             TrainConfig.from_dict({**TRAIN_DEFAULTS, **p["train"], "epochs": 1}))
 
 
+@pytest.mark.extended
 def test_lth_rounds_controls_and_resume(tmp_path, monkeypatch):
     cfg, data_cfg, train_cfg = _smoke(robust_eps=(2 / 255,), robust_n=20, robust_steps=2)
     results, run = run_lth(cfg, data_cfg, train_cfg, CPU, tmp_path)

@@ -173,6 +173,7 @@ def test_find_ticket_resets_to_theta0(tmp_path):
     assert (run.path / "round_1" / "result.json").exists() and search_checkpoint(_spec(ratio=0.8), tmp_path).exists()
 
 
+@pytest.mark.extended
 def test_imp_three_rounds_and_resume(tmp_path, monkeypatch):
     spec = _spec(ratio=0.2, rounds=3, strategy="global")
     from robustlth.pruning import finder

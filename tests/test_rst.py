@@ -21,14 +21,14 @@ def _model(name="cnn6", width=0.25, seed=0):
 
 
 def test_eta_schedule_grows_by_steps_then_holds():
-    s = EtaSchedule(eta_max=1.0, eta_step=1e-4, eta_every=5, hold_iterations=40_000)  # SPEC 3
+    s = EtaSchedule(eta_max=1.0, eta_step=1e-4, eta_every=5, hold_iterations=40_000)  # the paper's (docs/rst.md)
     assert (s.ramp_iterations, s.total_iterations) == (50_000, 90_000)
     assert [s.at(i) for i in (0, 4, 5, 9, 10)] == [0.0, 0.0, pytest.approx(1e-4), pytest.approx(1e-4),
                                                    pytest.approx(2e-4)]
     assert s.at(25_000) == pytest.approx(0.5)
     assert s.at(49_999) < 1.0 and s.at(50_000) == 1.0 and s.at(89_999) == 1.0
     assert RSTConfig().schedule() == s
-    small = RSTConfig(iterations=900).schedule()  # a CPU budget: 1 % of the SPEC's, same proportions
+    small = RSTConfig(iterations=900).schedule()  # a CPU budget: 1 % of the paper's, same proportions
     assert (small.ramp_iterations, small.hold_iterations, small.eta_every) == (500, 400, 5)
     assert small.eta_step == pytest.approx(0.01) and small.at(500) == 1.0 and small.at(250) == pytest.approx(0.5)
 

@@ -113,6 +113,7 @@ SMALL = ["--preset", "smoke", "--device", "cpu", "--no-progress", "--threads", "
          "--final-n", "20", "--arms", "dense,ticket"]
 
 
+@pytest.mark.extended
 def test_a_changed_ratio_or_search_length_reuses_the_finished_dense_arm(tmp_path, capsys):
     assert main(["bench", *SMALL, "--out", str(tmp_path)]) == 0
     (first,) = tmp_path.glob("bench_*")

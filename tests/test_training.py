@@ -40,6 +40,7 @@ def test_lr_schedules():
     assert lr_at(TrainConfig(schedule="constant", lr=0.05), 999, 10) == 0.05
 
 
+@pytest.mark.extended
 def test_pgd_is_at_least_as_strong_as_fgsm_on_trained_model(data):
     model = _model()
     train(model, data, TrainConfig(epochs=2, lr=0.05, **SMALL), AttackConfig(attack="none"), CPU)
@@ -53,6 +54,7 @@ def test_pgd_is_at_least_as_strong_as_fgsm_on_trained_model(data):
     assert pgd < clean
 
 
+@pytest.mark.extended
 def test_one_epoch_of_pgd_at_beats_natural_training_under_attack(data):
     cfg = TrainConfig(epochs=1, lr=0.05, schedule="constant", batch_size=50, eval_n=200, eval_steps=10,
                       lr_reference_batch=None)
@@ -61,6 +63,7 @@ def test_one_epoch_of_pgd_at_beats_natural_training_under_attack(data):
     assert adversarial["eval_pgd"] > natural["eval_pgd"] + 0.1
 
 
+@pytest.mark.extended
 def test_masked_weights_stay_exactly_zero(data):
     model = _model()
     mask = {n: torch.rand_like(p) > 0.7 for n, p in model.named_parameters() if p.ndim > 1}
@@ -77,6 +80,7 @@ def test_mask_for_other_model_is_a_clear_error(data):
         train(_model(), data, TrainConfig(epochs=1, **SMALL), AttackConfig(), CPU, mask={"nope": torch.ones(3)})
 
 
+@pytest.mark.extended
 def test_resume_reproduces_uninterrupted_run(data, tmp_path, monkeypatch):
     cfg = TrainConfig(epochs=2, lr=0.05, **SMALL)
     atk = AttackConfig(attack="fgsm_rs")
@@ -103,6 +107,7 @@ def test_resume_reproduces_uninterrupted_run(data, tmp_path, monkeypatch):
     assert resumed.history[-1]["eval_pgd"] == ref.history[-1]["eval_pgd"]
 
 
+@pytest.mark.extended
 def test_guard_rolls_back_on_catastrophic_overfitting(data, monkeypatch):
     cfg = TrainConfig(epochs=3, lr=0.05, batch_size=50, eval_n=50, eval_steps=0, schedule="constant")
     one_epoch = _model()
@@ -119,6 +124,7 @@ def test_guard_rolls_back_on_catastrophic_overfitting(data, monkeypatch):
         assert torch.equal(a, b)
 
 
+@pytest.mark.extended
 def test_rewind_state_is_weights_after_k_steps(data, monkeypatch):
     cfg = TrainConfig(epochs=1, lr=0.05, **SMALL)
     result = train(_model(), data, cfg, AttackConfig(), CPU, rewind_iteration=3)

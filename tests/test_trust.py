@@ -72,6 +72,7 @@ def evil_folder(tmp_path):
     return tmp_path
 
 
+@pytest.mark.extended
 @pytest.mark.parametrize("old_style", [False, True], ids=["description", "old-config-yaml"])
 def test_eval_never_imports_the_factory_a_checkpoint_names(evil_folder, old_style):
     run = _checkpoint(evil_folder / "run", "evil:net", old_style)
@@ -87,6 +88,7 @@ def test_eval_never_imports_the_factory_a_checkpoint_names(evil_folder, old_styl
     assert (evil_folder / "MARKER").read_text() == "evil ran"
 
 
+@pytest.mark.extended
 def test_eval_runs_the_factory_the_user_names_with_model(evil_folder):
     run = _checkpoint(evil_folder / "run", "evil:net")
     r = _run(evil_folder, "eval", "--checkpoint", run, *EVAL, "--model", "evil:net")
@@ -94,6 +96,7 @@ def test_eval_runs_the_factory_the_user_names_with_model(evil_folder):
     assert (evil_folder / "MARKER").exists()
 
 
+@pytest.mark.extended
 @pytest.mark.parametrize("name", ["tempfile:mkdtemp", "os:getcwd"])
 def test_standard_library_names_are_refused_then_allowed(evil_folder, name):
     run = _checkpoint(evil_folder / "run", name)
@@ -105,6 +108,7 @@ def test_standard_library_names_are_refused_then_allowed(evil_folder, name):
         assert len(list((evil_folder / "tmpdir").iterdir())) == 1
 
 
+@pytest.mark.extended
 def test_a_ticket_names_a_factory_train_and_control(evil_folder):
     ticket = _ticket(evil_folder / "t.pt", "evil:net")
     out = evil_folder / "runs"
@@ -123,6 +127,7 @@ def test_a_ticket_names_a_factory_train_and_control(evil_folder):
     assert (evil_folder / "MARKER").exists() and len(list(out.glob("train_*"))) == 1
 
 
+@pytest.mark.extended
 def test_train_mask_runs_the_factory_the_user_names_with_model(evil_folder):
     ticket = _ticket(evil_folder / "t.pt", "evil:net")
     r = _run(evil_folder, "train", *TRAIN, "--mask", ticket, "--model", "evil:net", "--width", "0.25",

@@ -271,6 +271,9 @@ def load_dataset(cfg: DataConfig) -> Dataset:
         train, test = load_cifar10_jpeg(Path(src[len("cifar10-jpeg:"):]).expanduser())
     else:  # DataConfig validation makes this unreachable
         raise DataError(f"unknown data source {src!r}")
+    if cfg.test_data:  # e.g. bit-exact test images beside a JPEG-copy training set
+        loader = load_npz if cfg.test_data.startswith("npz:") else load_cifar10_jpeg
+        test = loader(cfg.test_file())[1]
 
     spec = dataset_spec(cfg, train, test)  # from the full splits, so subsetting never changes it
     rng = np.random.default_rng(cfg.data_seed)

@@ -1,4 +1,4 @@
-"""IMP on fully connected networks and the locality analysis of its first-layer masks (SPEC section 4)."""
+"""IMP on fully connected networks and the locality analysis of its first-layer masks (docs/locality.md)."""
 from .analysis import (coverage, dense_histograms, displacement_histograms, in_degree, locality_scores,
                        most_connected, shuffle_units)
 from .config import PRESETS, TRAIN_DEFAULTS, LocalityConfig

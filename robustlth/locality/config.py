@@ -1,4 +1,4 @@
-"""Hyperparameters and presets of `robustlth locality` (SPEC section 4)."""
+"""Hyperparameters and presets of `robustlth locality` (docs/locality.md)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -7,7 +7,7 @@ from typing import Tuple
 from ..config import SEED_MAX, Config, _check
 from ..shared_data import EXACT_SUBSET_SOURCE
 
-# Plain SGD at the SPEC's LR and batch (the LR as given, not scaled from batch 128); no augmentation; no PGD
+# Plain SGD at the paper's LR and batch (the LR as given, not scaled from batch 128); no augmentation; no PGD
 # evaluation (natural training only).
 TRAIN_DEFAULTS = {"lr": 0.1, "batch_size": 1000, "lr_reference_batch": None, "momentum": 0.0, "weight_decay": 0.0,
                   "schedule": "constant", "eval_steps": 0, "eval_n": 10_000, "epochs": 20}
@@ -70,7 +70,7 @@ PRESETS: dict[str, dict] = {
             "train": {"epochs": 10, "eval_n": 500},
             "locality": {"max_rounds": 12, "rewind_iteration": 4, "data_fraction": 0.3, "superclasses": 2,
                          "remove_units": [8, 16, 32, 64, 128, 192]}},
-    # The paper's recipe (SPEC section 4) on the full data set.
+    # The paper's recipe (docs/locality.md) on the full data set.
     "paper": {"data": {"data": "cifar10", "val_size": 5000, "augment": False},
               "model": {"model": "fcn", "width": 1.0},
               "train": {"epochs": 100},

@@ -1,4 +1,4 @@
-"""The lottery ticket hypothesis experiment on Conv-2/4/6 (SPEC section 2): IMP with layer-wise rates, the
+"""The lottery ticket hypothesis experiment on Conv-2/4/6 (docs/lth.md): IMP with layer-wise rates, the
 early-stopping iteration, controls, and the open questions (robustness, transfer) as options."""
 from .config import LTH_MODELS, PRESETS, TRAIN_DEFAULTS, LTHConfig
 from .evaluator import EarlyStopEvaluator

@@ -1,10 +1,11 @@
-"""Hyperparameters and presets of `robustlth lth`: the LTH paper's experiment on Conv-2/4/6 (SPEC section 2)."""
+"""Hyperparameters and presets of `robustlth lth`: the LTH paper's experiment on Conv-2/4/6 (docs/lth.md)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
 from ..config import SEED_MAX, Config, _check, _choice
+from ..shared_data import EXACT_SUBSET_SOURCE  # the data-finding rule: docs/data.md
 
 LTH_MODELS = ("conv2", "conv4", "conv6")
 INITS = ("glorot", "default")
@@ -89,7 +90,7 @@ PRESETS: dict[str, dict] = {
     # 1/8-width networks; 8 epochs (264 iterations of batch 60) per training, evaluated every 16 iterations;
     # the paper's layer-wise rates x2.5 so 3 rounds reach 13-19 % of the weights: 60 trainings in about
     # 12 CPU-minutes.
-    "cpu": {"data": {"data": "npz:../shared/data/cifar10_exact_subset.npz", "val_size": 500, "n_train": 2000,
+    "cpu": {"data": {"data": EXACT_SUBSET_SOURCE, "val_size": 500, "n_train": 2000,
                      "augment": False},
             "train": {"epochs": 8, "eval_n": 500},
             "lth": {"width": 0.125, "seeds": [0, 1], "rounds": 3, "rate_scale": 2.5, "eval_every": 16}},

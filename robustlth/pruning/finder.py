@@ -51,7 +51,7 @@ def retrain_schedule(cfg: TrainConfig, meta: TicketInfo, explicit: set[str] = fr
     user set the warm-up. Short budgets keep the paper's proportion (10 of 40 epochs: a quarter), so the
     ticket still trains at the peak LR before the first drop."""
     changes = {}
-    if meta.retrain_warmup is False:  # e.g. an RST ticket: its fine-tuning has no warm-up (SPEC 3)
+    if meta.retrain_warmup is False:  # e.g. an RST ticket: its fine-tuning has no warm-up (docs/rst.md)
         return cfg
     if "warmup_epochs" not in explicit:
         changes["warmup_epochs"] = min(RETRAIN_WARMUP_EPOCHS, cfg.epochs / 4)

@@ -23,8 +23,8 @@ from .strategies import RandomPruning
 RST_METHODS = ("rst", "rst-iter")
 RESNET_FAMILIES = ("resnet", "preactresnet", "wrn")
 
-# The transformation's training (SPEC 3): SGD, LR 1e-3 as given (not scaled from batch 128), momentum 0.9,
-# batch 64, constant LR. Weight decay is not in the SPEC: 5e-4, the fine-tuning's value.
+# The transformation's training (docs/rst.md): SGD, LR 1e-3 as given (not scaled from batch 128), momentum 0.9,
+# batch 64, constant LR. Weight decay is not given in the paper: 5e-4, the fine-tuning's value.
 TRANSFORM_DEFAULTS = {"lr": 1e-3, "batch_size": 64, "momentum": 0.9, "weight_decay": 5e-4, "schedule": "constant",
                       "lr_reference_batch": None, "warmup_epochs": 0, "eval_steps": 0}
 
@@ -38,7 +38,7 @@ class RSTConfig(Config):
     hold_iterations: int = field(default=40_000, metadata={"help": "iterations eta is held at its ceiling"})
     iterations: Optional[int] = field(default=None, metadata={
         "help": "transformation budget per cycle in iterations; none: the ramp (eta_max / eta_step * eta_every) "
-                "plus hold_iterations (SPEC: 50,000 + 40,000); a number rescales ramp and hold to it, keeping "
+                "plus hold_iterations (the paper: 50,000 + 40,000); a number rescales ramp and hold to it, keeping "
                 "their proportion and eta_max (CPU-scale runs)"})
     cycles: int = field(default=5, metadata={"help": "rst-iter cycles (cumulative sparsity 1-(1-p)^(c/cycles))"})
     ends_dense: Optional[bool] = field(default=None, metadata={

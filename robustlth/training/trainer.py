@@ -13,6 +13,7 @@ trains its share of every global batch, evaluation is sharded and summed, and on
 """
 from __future__ import annotations
 
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..attacks import PGD, training_attack
+from ..attacks import CWPGD, PGD, training_attack
 from ..config import AttackConfig, ConfigError, TrainConfig
 from ..data import Dataset, TrainLoader, as_float
 from ..device import (memory_format, resolve_channels_last, resolve_cuda_graphs, resolve_precision,
@@ -32,9 +33,11 @@ from ..evaluate import predict, robust_flags
 from ..optim import LOSSES, OPTIMIZERS
 from ..progress import Progress
 from ..runs import RunDir, atomic_torch_save
+from ..stats import pack_flags
 from .checkpoint import load_checkpoint, save_checkpoint
 from .context import RunContext
-from .hooks import EpochHook, MaskEnforcer, StepHook, TrainingError, hook_keys, overrides
+from .hooks import (AverageAtEnd, AveragedEpochHook, EpochHook, MaskEnforcer, StepHook, TrainingError,
+                    WeightAverage, hook_keys, overrides)
 from .schedules import lr_at, scaled_for_batch
 from .steps import CudaGraphStep, make_step
 
@@ -121,26 +124,44 @@ class RewindCapture(StepHook):
 
 
 class Evaluation(EpochHook):
-    """Clean and PGD accuracy on a fixed evaluation subset, sharded over the processes and summed."""
+    """Clean accuracy, cross-entropy PGD and CW-margin PGD (the same steps) on a fixed evaluation subset, sharded
+    over the processes and summed. Cross-entropy PGD overstates robustness against margin attacks, so the record
+    also holds `eval_robust`, the per-image worst case (clean, PGD and CW all correct), which time-to-target
+    and the curves use, and `eval_flags`, the packed per-image verdicts ("clean", "pgd", "cw"), so differences
+    between arms on these images can be paired image by image."""
 
     def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack, seed: int, precision: str,
-                 ctx: RunContext):
-        part = ctx.shard(len(y))
-        self.model, self.x, self.y, self.n = model, x[part], y[part], len(y)
-        self.attack, self.seed, self.precision = attack, seed, precision
+                 ctx: RunContext, cw=None):
+        self.part = ctx.shard(len(y))
+        self.model, self.x, self.y, self.n = model, x[self.part], y[self.part], len(y)
+        self.attack, self.cw, self.seed, self.precision = attack, cw, seed, precision
         self.gen = torch.Generator(device=x.device)
 
     def on_epoch_end(self, ctx: RunContext, epoch: int, record: dict) -> None:
         self.gen.manual_seed(self.seed + 7 + ctx.rank)  # the same random starts every epoch
         flags, loss = predict(self.model, self.x, self.y, precision=self.precision)
-        sums = [flags.sum().float(), loss.float()]
+        verdicts = [flags]
+        for attack in (self.attack, self.cw):  # PGD first: its numbers are those of runs without CW
+            if attack is not None:
+                verdicts.append(robust_flags(self.model, attack, self.x, self.y, generator=self.gen,
+                                             precision=self.precision))
+        mine = torch.stack(verdicts, 1).float()
+        every = torch.zeros(self.n, mine.shape[1] + 1, device=mine.device)  # every image's verdicts, and the loss
+        every[self.part, :-1] = mine
+        every[0, -1] = loss.float()
+        every = ctx.sum(every)
+        v = every[:, :-1].bool()
+        record.update(eval_clean=float(v[:, 0].float().mean()), eval_loss=float(every[:, -1].sum()) / self.n)
+        names = ["clean"]
         if self.attack is not None:
-            sums.append(robust_flags(self.model, self.attack, self.x, self.y, generator=self.gen,
-                                     precision=self.precision).sum().float())
-        sums = ctx.sum(torch.stack(sums)).tolist()
-        record.update(eval_clean=sums[0] / self.n, eval_loss=sums[1] / self.n)
-        if self.attack is not None:
-            record["eval_pgd"] = sums[2] / self.n
+            record["eval_pgd"] = float(v[:, 1].float().mean())
+            names.append("pgd")
+        if self.cw is not None:
+            record["eval_cw"] = float(v[:, -1].float().mean())
+            names.append("cw")
+        if len(names) > 1:
+            record["eval_robust"] = float(v.all(1).float().mean())
+        record["eval_flags"] = {name: pack_flags(v[:, i]) for i, name in enumerate(names)}
 
 
 class OverfitGuard(EpochHook):
@@ -224,7 +245,8 @@ def _builtin_epoch_hooks(model: nn.Module, data: Dataset, cfg: TrainConfig, atta
     held_out = data.val if data.val is not None else data.test
     hooks: list[EpochHook] = [Evaluation(model, *as_float(held_out, ctx.device, cfg.eval_n),
                                          PGD(attack_cfg.eps, steps=cfg.eval_steps) if cfg.eval_steps else None,
-                                         cfg.seed, precision, ctx)]
+                                         cfg.seed, precision, ctx,
+                                         CWPGD(attack_cfg.eps, steps=cfg.eval_steps) if cfg.eval_steps else None)]
     if cfg.guard and attack_cfg.attack in SINGLE_STEP:
         hooks.append(OverfitGuard(model, *as_float(data.train, ctx.device, GUARD_IMAGES), attack_cfg.eps, cfg.seed,
                                   precision, ctx, log))
@@ -256,10 +278,18 @@ class _Run:
         self.ipe = len(self.loader)
         self.eval_split = "val" if data.val is not None else "test"
         self.spec = getattr(data, "spec", None)
-        self.epoch_hooks = _builtin_epoch_hooks(model, data, cfg, attack_cfg, ctx, precision, log) + list(epoch_hooks)
+        builtin = _builtin_epoch_hooks(model, data, cfg, attack_cfg, ctx, precision, log)
+        # A weight average (cfg.ema): updated last in every step, evaluated each epoch (the guard watches the live
+        # weights), and put into the model when training ends.
+        self.average = WeightAverage(model, cfg.ema) if cfg.ema else None
+        if self.average is not None:
+            builtin[0] = AveragedEpochHook(self.average, builtin[0])
+        self.epoch_hooks = builtin + list(epoch_hooks) + \
+            ([AverageAtEnd(self.average, cfg.epochs)] if self.average is not None else [])
         self.rewind = RewindCapture(model, rewind_iteration, run.file("rewind.pt") if run else None) \
             if rewind_iteration is not None else None
-        step_hooks = masking + list(step_hooks) + ([self.rewind] if self.rewind else [])
+        step_hooks = masking + list(step_hooks) + ([self.average] if self.average is not None else []) + \
+            ([self.rewind] if self.rewind else [])
         self.iteration_hooks = [h for h in step_hooks if overrides(h, "on_iteration")]
         self.hooks = hook_keys(step_hooks + self.epoch_hooks)
         forward_model = ctx.wrap(step_model)
@@ -292,7 +322,7 @@ class _Run:
         device, cfg, ipe = self.ctx.device, self.cfg, self.ipe
         self.model.train()
         synchronize(device)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
         seen = 0
@@ -314,7 +344,9 @@ class _Run:
         totals = self.ctx.sum(torch.stack([loss_sum.float(), correct.float(),
                                            torch.tensor(float(seen), device=device)])).tolist()
         synchronize(device)
-        record = {"epoch": epoch + 1, "lr": lr, "loss": totals[0] / totals[2], "train_acc": totals[1] / totals[2]}
+        record = {"epoch": epoch + 1, "lr": lr, "loss": totals[0] / totals[2], "train_acc": totals[1] / totals[2],
+                  # this process's CPU seconds (all its threads) and the machine's 1-minute load, beside the wall clock
+                  "cpu_s": round(time.process_time() - c0, 3), "load_avg": _load_average()}
         return record, time.perf_counter() - t0
 
     def end_epoch(self, state: _LoopState, epoch: int, record: dict) -> None:
@@ -374,11 +406,21 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, attack_cfg: AttackC
                        settings=r.settings)
 
 
+def _load_average() -> Optional[float]:
+    """The machine's 1-minute load average (None where the platform has none)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
 def _format_record(r: dict) -> str:
     parts = [f"epoch {r['epoch']}", f"loss {r['loss']:.3f}", f"train {r['train_acc']:.3f}",
              f"clean {r['eval_clean']:.3f}"]
     if "eval_pgd" in r:
         parts.append(f"pgd {r['eval_pgd']:.3f}")
+    if "eval_cw" in r:
+        parts.append(f"cw {r['eval_cw']:.3f}")
     parts.append(f"lr {r['lr']:.4f}")
     parts.append(f"time {r['train_time']:.1f}s (+{r['eval_time']:.1f}s eval)")
     return " | ".join(parts)
