@@ -20,7 +20,7 @@ from typing import Optional
 import numpy as np
 
 from ..runs import atomic_write_text, csv_text
-from ..stats import Interval, difference_interval, holm_verdicts, t_interval
+from ..stats import Interval, difference_interval, holm_verdicts, proportion_interval, t_interval
 from .cells import Cell, CellRecord, curve, metric, unpack_verdicts
 from .plans import BOOSTING_LR, NATURAL, PGD, WINNING_LR, Experiment
 
@@ -119,6 +119,21 @@ class View:
 
     def level(self, role: str, what: str) -> Interval:
         return t_interval(self.values(role, what).values())
+
+    def bars(self, roles: list[str], what: str, n_images: int) -> tuple[list[float], list[float]]:
+        """Means and 95 % half-widths for error bars: over seeds (t) where a role has two or more, else the
+        binomial interval of the one accuracy on its n_images (evaluation noise only)."""
+        means, halves = [], []
+        for role in roles:
+            iv = self.level(role, what)
+            if iv.n == 1:
+                iv = proportion_interval(iv.mean, n_images)
+            means.append(iv.mean)
+            halves.append(iv.half if iv.n else float("nan"))
+        return means, halves
+
+    def noise_words(self) -> str:
+        return "t over seeds; a point from one seed: binomial over its images"
 
     def seeds(self, *roles: str) -> int:
         sets = [set(self.by_role.get(r, {})) for r in roles]
@@ -296,32 +311,38 @@ def natural_figures(view: View, folder: Path, scale: str) -> list[str]:
     from_zero(*axes, top=1.0)
     files.append(save_figure(fig, folder / "boost_curves.png", axes, integer_x=True, legend_size=7))
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
     for ax, key, values, fmt, xlabel in ((axes[0], "ratio", p["ratios"], "_r{:g}", "pruning ratio"),
                                          (axes[1], "width", p["widths"], "_w{:g}", "width multiplier of VGG-16")):
         base = {"ratio": 0.8, "width": p["model"]["width"]}[key]
         for i, (lr, label) in enumerate(((BOOSTING_LR, "boosting"), (WINNING_LR, "winning"))):
             roles = [f"ticket_lr{lr:g}" + ("" if v == base else fmt.format(v)) for v in values]
-            ivs = [view.level(role, "epoch1_clean") for role in roles]
-            error_bars(ax, values, [i_.mean for i_ in ivs], [i_.half if not math.isnan(i_.half) else np.nan
-                                                             for i_ in ivs], label=label, **style(i))
-        ax.set(xlabel=xlabel, ylabel="epoch-1 validation accuracy", title=f"by {key} (bars: 95 % t over seeds)")
+            for what, ls in (("epoch1_clean", "-"), ("epoch5_clean", "--")):
+                mean, half = view.bars(roles, what, n_val)
+                error_bars(ax, values, mean, half, label=f"{label}, epoch {what[5]}", ls=ls, **style(i))
+        ax.set(xlabel=xlabel, ylabel=f"validation accuracy (n={n_val})", title=f"by {key}")
         if key == "width":
             ax.set_xscale("log", base=2)
-    ivs = [view.level(f"ticket_lr{lr:g}", "epoch1_clean") for lr in p["lrs"]]
-    error_bars(axes[2], p["lrs"], [i_.mean for i_ in ivs], [i_.half for i_ in ivs], label="ticket", **style(0))
-    axes[2].set(xscale="log", xlabel="search LR", ylabel="epoch-1 validation accuracy", title="(b) by search LR")
+    roles = [f"ticket_lr{lr:g}" for lr in p["lrs"]]
+    for what, ls in (("epoch1_clean", "-"), ("epoch5_clean", "--")):
+        mean, half = view.bars(roles, what, n_val)
+        error_bars(axes[2], p["lrs"], mean, half, label=f"ticket, epoch {what[5]}", ls=ls, **style(0))
+    axes[2].set(xscale="log", xlabel="search LR", ylabel=f"validation accuracy (n={n_val})", title="(b) by search LR")
+    fig.suptitle(f"(c), (d), (b): 95 % bars ({view.noise_words()})", fontsize=10)
     from_zero(*axes, top=1.0)
-    files.append(save_figure(fig, folder / "factors.png", axes, legend_size=8))
+    files.append(save_figure(fig, folder / "factors.png", axes, legend_size=7))
 
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     b0 = p["bench"]["ticket_epochs"]
     for i, (lr, label) in enumerate(((BOOSTING_LR, "boosting ticket"), (WINNING_LR, "winning ticket"))):
-        ivs = [view.level(f"ticket_lr{lr:g}" + ("" if x == b0 else f"_b{x}"), "test_clean") for x in p["budgets"]]
-        error_bars(ax, p["budgets"], [i_.mean for i_ in ivs], [i_.half for i_ in ivs], label=label, **style(i))
+        mean, half = view.bars([f"ticket_lr{lr:g}" + ("" if x == b0 else f"_b{x}") for x in p["budgets"]],
+                               "test_clean", n_test)
+        error_bars(ax, p["budgets"], mean, half, label=label, **style(i))
     ax.set(xscale="log", xlabel="retraining budget (epochs; LR drops at 50 / 75 %)",
-           ylabel=f"final test accuracy (n={n_test})", title="(e) budget sweep (bars: 95 % t over seeds)")
+           ylabel=f"final test accuracy (n={n_test})", title="(e) budget sweep")
+    ax.text(0.02, 0.02, f"95 % bars: {view.noise_words()}", transform=ax.transAxes, fontsize=7)
     ax.set_xticks(p["budgets"], [str(x) for x in p["budgets"]])
+    ax.minorticks_off()
     from_zero(ax, top=1.0)
     files.append(save_figure(fig, folder / "budget_sweep.png", [ax]))
     return files
