@@ -131,7 +131,7 @@ def _pick_evaluation(ckpt: Path, eval_file: Optional[Path]) -> tuple[Optional[st
 
 
 def _training(ckpt: Path) -> dict:
-    out = {"time_s": None, "device": None, "device_name": None, "kind": None}
+    out = {"time_s": None, "device": None, "device_name": None}
     res, env = ckpt.parent / "result.json", ckpt.parent / "env.json"
     if res.is_file():
         r = read_json(res, "result")
@@ -199,7 +199,7 @@ def export_run(run_dir: Path, out_dir: Path, *, eval_file: Optional[Path] = None
                 "n_test_images": acc["n_test_images"], "clean": acc["clean"], "attacks": acc["attacks"],
                 "autoattack": acc["autoattack"], "autoattack_n": acc["autoattack_n"],
                 "worst_case_all_attacks": acc["worst_case"], "worst_case_n": acc["worst_case_n"]},
-            "training": _training(ckpt),
+            "training": {**_training(ckpt), "kind": saved.kind or None},
         },
     }
     notes = []

@@ -38,7 +38,8 @@ def write_archive(path, batches: dict) -> None:
 
 def synthetic_batches(n: int, seed: int = 0) -> tuple[dict, dict]:
     rng = np.random.default_rng(seed)
-    arrays = {b: (rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, n)) for b in BATCHES}
+    # few distinct pixel values: the archive and the npz compress fast (random bytes made these tests 3x slower)
+    arrays = {b: ((rng.integers(0, 4, (n, 32, 32, 3)) * 60).astype(np.uint8), rng.integers(0, 10, n)) for b in BATCHES}
     return {b: batch_pickle(x, y, b) for b, (x, y) in arrays.items()}, arrays
 
 
@@ -151,3 +152,33 @@ def test_one_data_finding_rule(tmp_path, monkeypatch, capsys):
     from robustlth.sweep import PRESETS as SWEEP
     sources = {p["cpu"]["data"]["data"] for p in (ABLATE, BENCH, LOCALITY, LTH, SWEEP)}
     assert sources == {shared_data.EXACT_SUBSET_SOURCE}
+
+
+def test_download_is_md5_checked_and_a_failed_one_is_one_line(tmp_path, monkeypatch, capsys):
+    import urllib.request
+    from robustlth.data import build
+    raw, _ = synthetic_batches(ROWS)
+    write_archive(tmp_path / "served.tar.gz", raw)
+    served = (tmp_path / "served.tar.gz").read_bytes()
+
+    class Response(io.BytesIO):
+        headers = {"Content-Length": str(len(served))}
+
+    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: Response(served))
+    monkeypatch.setenv("ROBUSTLTH_DATA", str(tmp_path / "data"))
+    # Not the official md5 (a proxy page, say): removed, one line.
+    assert main(["data", "build"]) == 2
+    assert "is not the official archive" in capsys.readouterr().err
+    assert not (tmp_path / "data" / "cifar-10-python.tar.gz").exists()
+    # With the served file's md5 taken as the official one, the download is kept and the subset built from it.
+    monkeypatch.setattr(build, "ARCHIVE_MD5", hashlib.md5(served).hexdigest())
+    assert main(["data", "build", "--keep-unverified"]) == 0
+    assert (tmp_path / "data" / "cifar-10-python.tar.gz").read_bytes() == served
+    assert (tmp_path / "data" / "cifar10_exact_subset.npz").is_file()
+
+    def offline(*a, **k):
+        raise urllib.error.URLError("Name or service not known")
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    monkeypatch.setenv("ROBUSTLTH_DATA", str(tmp_path / "other"))
+    assert main(["data", "build"]) == 2
+    assert "could not download" in capsys.readouterr().err

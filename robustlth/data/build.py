@@ -210,23 +210,40 @@ def arrays_digest(arrays: dict) -> str:
 # ----------------------------------------------------------------------------------------------------
 # The command.
 
+def _fetch(url: str, target: Path, timeout: float = 30.0) -> None:
+    """`url` into `target` (via a .part file), with progress in MB; a stalled connection fails after `timeout` s."""
+    import os
+    import urllib.request
+    from ..progress import Progress
+    target.parent.mkdir(parents=True, exist_ok=True)
+    part = target.with_name(target.name + ".part")
+    with urllib.request.urlopen(urllib.request.Request(url, headers={"User-Agent": "robustlth"}),
+                                timeout=timeout) as r:
+        size = int(r.headers.get("Content-Length") or 0)
+        with open(part, "wb") as f, Progress(f"download {target.name}", -(-size // (1 << 20)) if size else ARCHIVE_MB,
+                                             unit="MB") as bar:
+            for chunk in iter(lambda: r.read(1 << 20), b""):
+                f.write(chunk)
+                bar.update(1)
+    os.replace(part, target)
+
+
 def download_archive(folder: Path, log: Log) -> Path:
-    """The official archive in `folder` (torchvision's download, md5-checked)."""
+    """The official archive in `folder`, downloaded from torchvision's URL when missing, md5-checked."""
     target = folder / ARCHIVE_NAME
     if target.is_file() and file_md5(target) == ARCHIVE_MD5:
         return target
     if log:
         log(f"downloading {ARCHIVE_URL} ({ARCHIVE_MB} MB) to {folder}")
     try:
-        from torchvision.datasets.utils import download_url
-        folder.mkdir(parents=True, exist_ok=True)
-        download_url(ARCHIVE_URL, str(folder), ARCHIVE_NAME, md5=ARCHIVE_MD5)
-    except Exception as e:  # no network, a proxy page, a truncated file
+        _fetch(ARCHIVE_URL, target)
+    except (OSError, ValueError) as e:  # no network, a refused or stalled connection, a truncated body
         raise DataError(f"could not download {ARCHIVE_URL} ({type(e).__name__}: {e}); download {ARCHIVE_NAME} on a "
                         f"machine with internet (md5 {ARCHIVE_MD5}) and pass --archive PATH") from None
-    if not target.is_file() or file_md5(target) != ARCHIVE_MD5:
-        raise DataError(f"the download of {ARCHIVE_URL} did not give the official archive (md5 {ARCHIVE_MD5}); "
-                        f"delete {target} and try again, or pass --archive PATH")
+    if file_md5(target) != ARCHIVE_MD5:
+        target.unlink()
+        raise DataError(f"the download of {ARCHIVE_URL} is not the official archive (md5 {ARCHIVE_MD5}; a proxy "
+                        "page or a truncated file?): removed; try again, or pass --archive PATH")
     return target
 
 
