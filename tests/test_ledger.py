@@ -181,3 +181,22 @@ def test_verdicts_need_several_seeds_and_survive_holm():
                       {"tests": [{"what": "d", "interval": one_seed, "sign": 1}]}])
     assert [r["verdict"] for r in rows] == ["reproduced", "contradicted", "inconclusive", "inconclusive"]
     assert rows[0]["family"] == 3 and "one seed: not tested" in rows[3]["why"]
+
+
+def test_the_budget_follows_this_runs_own_pace(tmp_path, monkeypatch):
+    """After each finished cell the estimate is this run's seconds per unit, not the first guess (nor earlier days'
+    load): on a machine 100x faster than guessed, a budget that first fits one 8-unit search fits the whole plan."""
+    from robustlth.ledger import runner
+    machine = Machine("cpu", workers=1, threads=1)
+    guess = EXPERIMENTS["natural_claims"].unit_seconds
+    template = json.loads((REPO / "benchmarks/results/natural_claims/cells/ticket_lr0.01.s0.json").read_text())
+    device = runner._device_record(runner._torch_device(machine), 1)
+
+    def fast_cell(cell, *_args):
+        return {**template, "cell": cell.name, "cell_id": cell.cell_id(), "seed": cell.seed,
+                "seconds": cell.cost * guess / 100, "device": device}
+
+    monkeypatch.setattr(runner, "run_cell", fast_cell)
+    out = run_pending("natural_claims", "full", (0,), tmp_path / "res", tmp_path / "cache", 8.5 * guess, machine,
+                      log=quiet, render=False)
+    assert out["ran"][0] == "search_lr0.01.s0" and out["skipped"] == [] and "ticket_lr0.1_b16.s0" in out["ran"]

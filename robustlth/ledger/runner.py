@@ -117,16 +117,22 @@ def _worker_init(threads: Optional[int]) -> None:
 # ----------------------------------------------------------------------------------------------------
 # The plan's pending cells, the budget and the schedule.
 
-def unit_seconds(exp: Experiment, records: dict[str, CellRecord], machine: Machine) -> float:
-    """Seconds per cost unit on this kind of machine: the median of this experiment's records made with the
-    same device and threads (a first guess from the experiment before any)."""
+def unit_rates(exp: Experiment, records: dict[str, CellRecord], machine: Machine) -> list[float]:
+    """Seconds per cost unit of each record made on this kind of machine (same device and threads), leaving out
+    cells that resumed or recomputed their search (their seconds are not the cell's own)."""
     import torch
     threads = machine.threads or torch.get_num_threads()
     name = _device_record(_torch_device(machine), threads)["name"]
     costs = {c.name: c.cost for c in exp.cells(sorted({r.seed for r in records.values()}))}
-    rates = [r.seconds / costs[r.cell] for r in records.values()
-             if r.cell in costs and r.device.get("name") == name and r.device.get("threads") == threads
-             and not r.resumed and not r.search_recomputed and r.seconds > 1]
+    return [r.seconds / costs[r.cell] for r in records.values()
+            if r.cell in costs and r.device.get("name") == name and r.device.get("threads") == threads
+            and not r.resumed and not r.search_recomputed and r.seconds > 1]
+
+
+def unit_seconds(exp: Experiment, records: dict[str, CellRecord], machine: Machine) -> float:
+    """Seconds per cost unit here: the median over this experiment's records (a first guess from the experiment
+    before any)."""
+    rates = unit_rates(exp, records, machine)
     return statistics.median(rates) if rates else exp.unit_seconds
 
 
@@ -171,12 +177,16 @@ def run_pending(experiment: str, scale: str = "full", seeds: tuple[int, ...] = (
         return budget_s is None or (time.perf_counter() - start) + c.cost * per_unit <= budget_s
 
     def finish(record: dict) -> None:
+        nonlocal per_unit
         rec = CellRecord.from_dict(record, "cell record")
         write_record(folder, rec)
         records[rec.cell] = rec
         ran.append(rec.cell)
         log(f"recorded {rec.cell}: {rec.seconds:.0f} s ({rec.cpu_seconds:.0f} CPU-s){' resumed' if rec.resumed else ''}"
             f"; {len(ran)} this run, {time.perf_counter() - start:.0f} s elapsed")
+        fresh = unit_rates(exp, {c: records[c] for c in ran}, machine)
+        if fresh:  # this run's own pace: the machine's load now, not that of earlier days
+            per_unit = statistics.median(fresh)
 
     if machine.workers <= 1:
         for c in todo:
