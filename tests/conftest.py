@@ -73,6 +73,15 @@ def jpeg_npz():
     return JPEG
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread whatever ROBUSTLTH_TEST_THREADS says: tests that time or compare steps of tiny models."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def synthetic_data():
     from robustlth.config import DataConfig

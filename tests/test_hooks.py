@@ -97,15 +97,6 @@ def test_epoch_hook_stops_training_and_hook_state_resumes(tmp_path):
 # ----------------------------------------------------------------------------------------------------
 # The weight average (TrainConfig.ema): an EMA of the weights and BatchNorm statistics.
 
-@pytest.fixture
-def one_thread():
-    """One torch thread: these small models step faster so on a shared 2-core machine (and the same on any)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _ema_steps(kind, decay, n=4, attack=None):
     """n steps of `kind` with a WeightAverage; returns (model, average, the model's state after every step)."""
     from robustlth.training.hooks import WeightAverage

@@ -31,15 +31,6 @@ CPU = torch.device("cpu")
 EPS = 8 / 255
 
 
-@pytest.fixture
-def one_thread():
-    """One torch thread: these tiny models step faster so on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # ----------------------------------------------------------------------------------------------------
 # One-cycle LR.
 
