@@ -133,7 +133,15 @@ class View:
         return means, halves
 
     def noise_words(self) -> str:
-        return "t over seeds; a point from one seed: binomial over its images"
+        """What the bars are, with the number of seeds behind the points."""
+        counts = sorted({len(seeds) for seeds in self.by_role.values()} - {0})
+        if not counts:
+            return "no cells yet"
+        many = [n for n in counts if n > 1]
+        words = [f"t over {many[0] if len(many) == 1 else f'{many[0]}-{many[-1]}'} seeds"] if many else []
+        if counts[0] == 1:
+            words.append("a point from one seed: binomial over its images")
+        return "; ".join(words)
 
     def seeds(self, *roles: str) -> int:
         sets = [set(self.by_role.get(r, {})) for r in roles]
