@@ -296,6 +296,10 @@ def natural_claims(view: View, scale: str) -> list[dict]:
     return rows
 
 
+# Epoch 1 solid with filled markers, epoch 5 dashed with hollow ones: the legend tells them apart.
+EPOCH_STYLES = (("epoch1_clean", {"ls": "-"}), ("epoch5_clean", {"ls": "--", "mfc": "white"}))
+
+
 def natural_figures(view: View, folder: Path, scale: str) -> list[str]:
     from ..plotting import from_zero, plot_series, pyplot, save_figure, error_bars, style
     p, plt, files = NATURAL[scale], pyplot(), []
@@ -327,16 +331,18 @@ def natural_figures(view: View, folder: Path, scale: str) -> list[str]:
         base = {"ratio": 0.8, "width": p["model"]["width"]}[key]
         for i, (lr, label) in enumerate(((BOOSTING_LR, "boosting"), (WINNING_LR, "winning"))):
             roles = [f"ticket_lr{lr:g}" + ("" if v == base else fmt.format(v)) for v in values]
-            for what, ls in (("epoch1_clean", "-"), ("epoch5_clean", "--")):
+            shift = (i - 0.5) * 0.012  # the two tickets' bars side by side, not on top of each other
+            xs = [v * 2 ** (shift * 5) if key == "width" else v + shift for v in values]
+            for what, epoch_style in EPOCH_STYLES:
                 mean, half = view.bars(roles, what, n_val)
-                error_bars(ax, values, mean, half, label=f"{label}, epoch {what[5]}", ls=ls, **style(i))
+                error_bars(ax, xs, mean, half, label=f"{label}, epoch {what[5]}", **{**style(i), **epoch_style})
         ax.set(xlabel=xlabel, ylabel=f"validation accuracy (n={n_val})", title=f"by {key}")
         if key == "width":
             ax.set_xscale("log", base=2)
     roles = [f"ticket_lr{lr:g}" for lr in p["lrs"]]
-    for what, ls in (("epoch1_clean", "-"), ("epoch5_clean", "--")):
+    for what, epoch_style in EPOCH_STYLES:
         mean, half = view.bars(roles, what, n_val)
-        error_bars(axes[2], p["lrs"], mean, half, label=f"ticket, epoch {what[5]}", ls=ls, **style(0))
+        error_bars(axes[2], p["lrs"], mean, half, label=f"ticket, epoch {what[5]}", **{**style(0), **epoch_style})
     axes[2].set(xscale="log", xlabel="search LR", ylabel=f"validation accuracy (n={n_val})", title="(b) by search LR")
     fig.suptitle(f"(c), (d), (b): 95 % bars ({view.noise_words()})", fontsize=10)
     from_zero(*axes, top=1.0)
