@@ -26,6 +26,7 @@ import torch
 
 from .errors import UsageError
 from .safety import read_json
+from .shared_data import EXACT_SUBSET_NAME
 
 WEIGHTS, INFO, LOADER = "model.pt", "model_info.json", "load.py"
 
@@ -71,7 +72,7 @@ def _pct(x: Optional[float]) -> Optional[str]:
 def data_copy(source: str) -> str:
     """Which data a source is, in words (for the evaluation's record)."""
     name = Path(source.split(":", 1)[1]).name if ":" in source else source
-    if name == "cifar10_exact_subset.npz":
+    if name == EXACT_SUBSET_NAME:
         return "exact CIFAR-10 subset (bit-exact official pixels; test images = the first 1,017 of the test batch)"
     if source.startswith("cifar10-jpeg:"):
         return ("CIFAR-10 JPEG re-encoded copy (pixels differ from the official ones: robust accuracy is not "
@@ -153,15 +154,10 @@ def export_run(run_dir: Path, out_dir: Path, *, eval_file: Optional[Path] = None
     """Write OUT_DIR/{model.pt, model_info.json, load.py} for the run's checkpoint; returns model_info."""
     from .runs import atomic_torch_save, atomic_write_json, atomic_write_text, source_tree
     from .saved_model import checkpoint_file, open_checkpoint
-    from .training.checkpoint import read_description
     from .version import __version__
     ckpt = checkpoint_file(Path(run_dir))
     saved = open_checkpoint(ckpt, torch.device("cpu"), trust_factory=trust_factory)
-    _, raw = read_description(ckpt)
-    arch = raw.get("architecture") if isinstance(raw.get("architecture"), dict) else None
-    channels = arch.get("channels") if arch and arch.get("model") == saved.model_name else None
-    from .datasets import DatasetSpec
-    spec = DatasetSpec.from_dict(raw.get("data_spec"))
+    spec, channels = saved.spec, saved.channels
     state = {k: v.detach().cpu().clone() for k, v in saved.model.state_dict().items()}
     if not all(isinstance(v, torch.Tensor) for v in state.values()):  # pragma: no cover - models hold tensors only
         raise UsageError(f"{ckpt}: its model's state holds more than tensors; it cannot be exported")
@@ -169,7 +165,7 @@ def export_run(run_dir: Path, out_dir: Path, *, eval_file: Optional[Path] = None
     where, result = _pick_evaluation(ckpt, eval_file)
     acc = _accuracies(result) if result else None
     eps = float(result.get("eps", 8 / 255)) if result else 8 / 255
-    data_src = saved.data.data if saved.data is not None else None
+    data_src = (saved.data.test_data or saved.data.data) if saved.data is not None else None  # what it was tested on
     tree = source_tree()
     info = {
         "name": f"robustlth {saved.kind or 'run'}: {saved.model_name} (width {saved.width:g})"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import torch
 import torch.nn as nn
@@ -14,6 +14,9 @@ from .config import DataConfig, ModelConfig, load_yaml
 from .errors import UsageError
 from .factory import TrustSpec, check_trusted
 from .training.checkpoint import checkpoint_architecture, read_description
+
+if TYPE_CHECKING:
+    from .datasets import DatasetSpec
 
 
 @dataclass
@@ -26,6 +29,8 @@ class SavedModel:
     kind: str
     checkpoint: Path
     sparsity: Optional[float]
+    spec: DatasetSpec  # the data's shape and normalisation the model was built for
+    channels: Optional[list]  # a shrunk structured ticket's channel counts (None: the width decides)
 
 
 def checkpoint_file(path: Path) -> Path:
@@ -99,4 +104,4 @@ def open_checkpoint(path: Path, device: torch.device, model: Optional[str] = Non
         remaining, total = count({n: mask[n] for n in prunable_weights(net) if n in mask})
         sparsity = 1 - remaining / total if total else None
     return SavedModel(net.to(device).eval(), name, width, data_cfg, describe.get("eval_n"), describe.get("kind", ""),
-                      ckpt, sparsity)
+                      ckpt, sparsity, spec, channels)
