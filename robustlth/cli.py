@@ -488,9 +488,9 @@ def cmd_speedrun(args) -> int:
 
 # ------------------------------------------------------------------------------------------------------
 def cmd_data(args) -> int:
-    from .data.build import EXACT_SUBSET_NAME, build_exact_subset, check_file, ARCHIVE_NAME, PUBLISHED
+    from .data.build import build_exact_subset, check_file, ARCHIVE_NAME, PUBLISHED
     from .data.sources import data_root
-    from .shared_data import data_folders, find_data_file
+    from .shared_data import EXACT_SUBSET_NAME, data_folders, find_data_file, named_data_file
     if args.action == "build":
         out = check_output_file(args.output if args.output else data_root().expanduser() / EXACT_SUBSET_NAME)
         archive = args.archive if args.archive is not None else find_data_file(ARCHIVE_NAME)
@@ -504,7 +504,7 @@ def cmd_data(args) -> int:
         return 0
     # check: the folders in the order they are searched, and every known file's sha256
     _say("data folders, searched in this order (docs/data.md): " + ", ".join(map(str, data_folders())))
-    files = [Path(p) for p in args.files] or [find_data_file(n) or data_root().expanduser() / n for n in PUBLISHED]
+    files = [Path(p) for p in args.files] or [named_data_file(n) for n in PUBLISHED]
     rows = [check_file(p) for p in files]
     for r in rows:
         state = ("missing" if not r["exists"] else "no published sha256 for this name" if r["ok"] is None else

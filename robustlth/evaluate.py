@@ -61,8 +61,7 @@ def predict(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int 
 
 
 def robust_flags(model: nn.Module, attack: Attack, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512,
-                 generator: Optional[torch.Generator] = None, precision: str = "fp32",
-                 progress: Optional[Progress] = None) -> torch.Tensor:
+                 generator: Optional[torch.Generator] = None, precision: str = "fp32") -> torch.Tensor:
     """Per-sample flags: still classified correctly after `attack` (attack generated in eval mode)."""
     flags = []
     with eval_mode(model):
@@ -72,8 +71,6 @@ def robust_flags(model: nn.Module, attack: Attack, x: torch.Tensor, y: torch.Ten
                 x_adv = attack(model, xb, yb, generator)
                 with torch.no_grad():
                     flags.append(model(x_adv).argmax(1) == yb)
-            if progress is not None:
-                progress.update(xb.shape[0])
     return torch.cat(flags) if flags else torch.zeros(0, dtype=torch.bool, device=x.device)
 
 
@@ -209,7 +206,7 @@ def _attack_flags(spec: str, model, x, y, eps, batch_size, seed, precision, prog
     with Progress(f"final attack {spec}", -(-x.shape[0] // batch_size) * per_batch, enabled=progress,
                   unit="model calls") as bar:
         counted = _CountCalls(model)
-        counted.progress = bar if bar.enabled else None
+        counted.progress = bar
         return robust_flags(counted, attack, x, y, batch_size, gen, precision)
 
 

@@ -19,6 +19,7 @@ from .data.sources import data_root
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 EXACT_SUBSET_NAME = "cifar10_exact_subset.npz"
+JPEG_NAME = "cifar10_jpeg.npz"
 
 
 def data_folders() -> list[Path]:

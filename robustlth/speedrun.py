@@ -49,13 +49,12 @@ from .evaluate import evaluate_robustness
 from .models import build_checked_model, build_model
 from .progress import tee_log
 from .runs import RunDir, atomic_write_text, csv_text, environment
-from .shared_data import EXACT_SUBSET_SOURCE, data_folders, named_data_file
+from .shared_data import EXACT_SUBSET_SOURCE, JPEG_NAME, data_folders, named_data_file
 from .stages import Result, Stage, run_stage, stage_dir
 from .training import RunContext, seed_everything, train
 from .training.checkpoint import describe_run
 
 Log = Optional[Callable[[str], None]]
-JPEG_NAME = "cifar10_jpeg.npz"
 JPEG_SOURCE = f"cifar10-jpeg:{named_data_file(JPEG_NAME)}"
 
 

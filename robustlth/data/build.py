@@ -22,15 +22,14 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from ..shared_data import EXACT_SUBSET_NAME, JPEG_NAME
 from .sources import DataError
 
 ROWS = 1017  # rows 0..1016 of each batch
-EXACT_SUBSET_NAME = "cifar10_exact_subset.npz"
 EXACT_SUBSET_SHA256 = "1000cbce3096a55d68e5b7546a819890224b982e87dd24dcd9a2f0e291962a21"
 # sha256 over each key, its dtype, shape and raw bytes, in key order (`arrays_digest`): the content, whatever zlib
 # compressed it.
 ARRAYS_SHA256 = "d6936240c24860b26d0c9c0bc1a0ac6ec9707864478071b1a92e0c1ce84b2d57"
-JPEG_NAME = "cifar10_jpeg.npz"
 JPEG_SHA256 = "df47a4fa0db7b1cf51fbdad84104ab883a42cabaa2949b44e3ac706c3663d487"
 PUBLISHED = {EXACT_SUBSET_NAME: EXACT_SUBSET_SHA256, JPEG_NAME: JPEG_SHA256}
 

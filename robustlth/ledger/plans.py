@@ -20,10 +20,9 @@ from typing import Callable, ClassVar
 
 from ..bench.config import BenchSetup, merge_sections
 from ..registry import Registry
-from ..shared_data import EXACT_SUBSET_NAME, named_data_file
+from ..shared_data import EXACT_SUBSET_NAME, JPEG_NAME, named_data_file
 from .cells import Cell
 
-JPEG_NAME = "cifar10_jpeg.npz"
 
 
 @dataclass(frozen=True)
