@@ -4,6 +4,8 @@ import pytest
 import torch
 import torch.nn as nn
 
+from robustlth.evaluate import AUTOATTACK_STANDARD
+
 
 @pytest.fixture
 def short_autoattack(monkeypatch):
@@ -49,5 +51,5 @@ def test_evaluate_robustness_reports_each_autoattack_attack(short_autoattack):
     lines = []
     r = evaluate_robustness(net, x, y, ["autoattack"], eps=1 / 255, batch_size=6, log=lines.append)
     names = [line.split(" (")[0] for line in lines if line.startswith("autoattack ")]
-    assert names[0] == "autoattack apgd-ce" and r["attacks"][0]["name"] == "autoattack"
-    assert r["worst_case"] == r["attacks"][0]["robust_after"]
+    assert list(dict.fromkeys(names)) == [f"autoattack {n}" for n, _ in AUTOATTACK_STANDARD]  # each, in order
+    assert 0 < r["attacks"][0]["robust_after"] < 1  # some points survive to the last attack, some are fooled

@@ -1,14 +1,13 @@
 """`robustlth export`: a trained run as a RobustBench-style folder whose own loader, in a fresh process, gives the
 model back (same clean accuracy as the run's evaluation); `eval --n all`."""
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 import torch
 
-from faults import REPO, TINY_TRAIN
+from faults import TINY_TRAIN, env
 from robustlth.cli import main
 from robustlth.export import _accuracies, eps_text
 
@@ -58,8 +57,7 @@ def test_export_then_load_in_a_fresh_process_gives_the_same_clean_accuracy(tmp_p
     assert rl["version"] and "commit" in rl and rl["training"]["device"] == "cpu"
     assert isinstance(rl["training"]["time_s"], float)
     assert info["clean_acc"] == f"{100 * ev['clean']:.2f}"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    r = subprocess.run([sys.executable, "-c", CHECK, str(out), "100", "50"], cwd=tmp_path, env=env,
+    r = subprocess.run([sys.executable, "-c", CHECK, str(out), "100", "50"], cwd=tmp_path, env=env(),
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     loaded = json.loads(r.stdout.strip().splitlines()[-1])
