@@ -213,12 +213,10 @@ class DataConfig(Config):
         _choice("dataset", self.dataset, ("auto", *DATASET_SPECS, "custom"))
         _check(self.dataset in ("auto", src) or src not in DATASET_SPECS, "dataset", self.dataset,
                f"auto or {src} for --data {src}")
-        ok = src in DATASET_SPECS or src == "synthetic" or (src.startswith(("npz:", "cifar10-jpeg:"))
-                                                             and len(src.split(":", 1)[1]) > 0)
+        ok = src in DATASET_SPECS or src == "synthetic" or _source_file(src) is not None
         _check(ok, "data", src, f"{DATASET_SPECS.help()}, synthetic, npz:PATH or cifar10-jpeg:PATH")
         t = self.test_data
-        _check(t is None or (t.startswith(("npz:", "cifar10-jpeg:")) and len(t.split(":", 1)[1]) > 0), "test_data", t,
-               "npz:PATH or cifar10-jpeg:PATH")
+        _check(t is None or _source_file(t) is not None, "test_data", t, "npz:PATH or cifar10-jpeg:PATH")
         for name in ("n_train", "n_test"):
             v = getattr(self, name)
             _check(v is None or v > 0, name, v, "a positive integer or none")
@@ -227,7 +225,7 @@ class DataConfig(Config):
 
     def file(self) -> Optional[Path]:
         """The data file of an npz:/cifar10-jpeg: source (None for downloaded or synthetic data)."""
-        return Path(self.data.split(":", 1)[1]).expanduser() if ":" in self.data else None
+        return _source_file(self.data)
 
     def identity(self) -> dict:
         """A data file is identified by its content too: a file replaced at the same path is a new run."""
@@ -242,7 +240,13 @@ class DataConfig(Config):
 
     def test_file(self) -> Optional[Path]:
         """The data file of the test_data source (None when the test split comes from `data`)."""
-        return Path(self.test_data.split(":", 1)[1]).expanduser() if self.test_data else None
+        return _source_file(self.test_data) if self.test_data else None
+
+
+def _source_file(source: str) -> Optional[Path]:
+    """The file an npz:PATH or cifar10-jpeg:PATH source names (None for any other source, or an empty path)."""
+    kind, _, path = source.partition(":")
+    return Path(path).expanduser() if kind in ("npz", "cifar10-jpeg") and path else None
 
 
 @dataclass(frozen=True)
